@@ -1,0 +1,54 @@
+"""The interface every limiter backend implements."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+if typing.TYPE_CHECKING:
+    from .._gcra import Bucket
+
+__all__ = ["Backend", "Reservation"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reservation:
+    """A slot taken across ``keys``: go after ``wait`` seconds, or give it back.
+
+    ``granted`` is False when the slot was further than the caller's ``max_wait``; then
+    nothing was taken. ``charges`` is what :meth:`Backend.cancel` needs to undo it.
+    """
+
+    wait: float
+    granted: bool
+    keys: tuple[str, ...] = ()
+    charges: tuple[tuple[float, float], ...] = ()
+
+
+@typing.runtime_checkable
+class Backend(typing.Protocol):
+    """Shared limiter state. Each operation is one atomic step over all its keys.
+
+    Keys are opaque strings (already hashed: never a raw API key). Sync and async
+    callers use the same object: ``reserve``/``areserve`` and so on.
+    """
+
+    def reserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation: ...
+
+    def cancel(self, reservation: Reservation) -> None: ...
+
+    def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def areserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation: ...
+
+    async def acancel(self, reservation: Reservation) -> None: ...
+
+    async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,248 @@
+"""Settings from arguments, environment variables and a TOML file, with where each came from.
+
+Precedence: arguments > environment (``RATELIMIT_CLIENT_*``) > file > defaults. Every
+invalid value raises :class:`ConfigError` naming the field, where it came from, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import sys
+import typing
+
+from ._exceptions import ConfigError
+from ._rate import DEFAULT_TIERS, Rate, ServerCounting, parse_rate
+from ._retry import RetryPolicy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "RATELIMIT_CLIENT_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+DEFAULT_BACKEND = "memory://"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective configuration. ``sources`` maps each field to where its value came from."""
+
+    tier: str = "free"
+    tiers: typing.Mapping[str, Rate] = dataclasses.field(default_factory=lambda: dict(DEFAULT_TIERS))
+    rate: Rate | None = None
+    burst: int | None = None
+    server_counting: ServerCounting = "unknown"
+    backend: str = DEFAULT_BACKEND
+    namespace: str = "ratelimit-client"
+    max_wait: float | None = None
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    sources: typing.Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def quota(self) -> Rate:
+        """The server's limit: ``rate`` when given, else the tier's rate."""
+        return self.rate if self.rate is not None else self.tiers[self.tier]
+
+
+def _text(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(field, value, "a non-empty string")
+    return value.strip()
+
+
+def _int(field: str, value: object) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ConfigError(field, value, "an integer of at least 1") from None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(field, value, "an integer of at least 1")
+    return value
+
+
+def _seconds(field: str, value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(field, value, "a number of seconds, 0 or more") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(field, value, "a finite number of seconds, 0 or more")
+    return float(value)
+
+
+def _optional_seconds(field: str, value: object) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return _seconds(field, value)
+
+
+def _bool(field: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigError(field, value, "true or false")
+
+
+def _counting(field: str, value: object) -> ServerCounting:
+    if value in ("unknown", "token_bucket"):
+        return value
+    raise ConfigError(field, value, "'unknown' or 'token_bucket'")
+
+
+def _namespace(field: str, value: object) -> str:
+    if not isinstance(value, str) or not _NAMESPACE_RE.match(value):
+        raise ConfigError(field, value, "1-64 characters of letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+def _backend(field: str, value: object) -> str:
+    from ._backends import check_url  # noqa: PLC0415 - backends import config types
+
+    if not isinstance(value, str):
+        raise ConfigError(field, value, "a backend URL")
+    check_url(value, field=field)
+    return value
+
+
+def _tiers(field: str, value: object) -> dict[str, Rate]:
+    if isinstance(value, str):
+        # Environment form: "free=50/minute, team=1000/minute".
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(field, value, "'name=rate' pairs separated by commas")
+        value = {name.strip(): rate.strip() for name, _, rate in pairs}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(field, value, "a table of tier names to rates")
+    return {_text(f"{field}.{name}", name): parse_rate(rate, field=f"{field}.{name}") for name, rate in value.items()}
+
+
+_PARSERS: dict[str, typing.Callable[[str, object], object]] = {
+    "tier": _text,
+    "tiers": _tiers,
+    "rate": lambda field, value: parse_rate(typing.cast("str", value), field=field),
+    "burst": _int,
+    "server_counting": _counting,
+    "backend": _backend,
+    "namespace": _namespace,
+    "max_wait": _optional_seconds,
+}
+
+
+def _retry_parser(name: str) -> typing.Callable[[str, object], object]:
+    default = getattr(RetryPolicy(), name)
+    if isinstance(default, bool):
+        return _bool
+    if isinstance(default, int):
+        return _int
+    if isinstance(default, float):
+        return _seconds
+    return _text
+
+
+_RETRY_FIELDS = {f.name: _retry_parser(f.name) for f in dataclasses.fields(RetryPolicy)}
+
+
+Raw = dict[str, tuple[object, str]]  # field -> (value as given, where it came from)
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    **arguments: object,
+) -> Settings:
+    """Resolve settings: ``arguments`` (None means "not given") > ``environ`` > file > defaults.
+
+    ``arguments`` take the :class:`Settings` field names, and ``retry`` (a
+    :class:`RetryPolicy`). ``environ`` defaults to ``os.environ``.
+    """
+    environ = os.environ if environ is None else environ
+    raw: Raw = {}
+    retry_raw: Raw = {}
+    path = config_file if config_file is not None else environ.get(CONFIG_ENV)
+    if path:
+        _from_file(path, raw, retry_raw)
+    _from_environment(environ, raw, retry_raw)
+    _from_arguments(arguments, raw, retry_raw)
+
+    values = {name: _PARSERS[name](_label(name, source), value) for name, (value, source) in raw.items()}
+    retry_values = {
+        name: _RETRY_FIELDS[name](_label(f"retry.{name}", source), value) for name, (value, source) in retry_raw.items()
+    }
+    settings = Settings(retry=RetryPolicy(**retry_values), **values)  # type: ignore[arg-type]
+    if settings.tier not in settings.tiers:
+        source = raw["tier"][1] if "tier" in raw else "default"
+        raise ConfigError(_label("tier", source), settings.tier, f"one of {', '.join(sorted(settings.tiers))}")
+    sources = {f.name: "default" for f in dataclasses.fields(Settings) if f.name not in ("retry", "sources")}
+    sources |= {f"retry.{name}": "default" for name in _RETRY_FIELDS}
+    sources |= {name: source for name, (_, source) in raw.items()}
+    sources |= {f"retry.{name}": source for name, (_, source) in retry_raw.items()}
+    return dataclasses.replace(settings, sources=sources)
+
+
+def _label(field: str, source: str) -> str:
+    return field if source.startswith("argument") else f"{field} ({source})"
+
+
+def _from_file(path: str | os.PathLike[str], raw: Raw, retry_raw: Raw) -> None:
+    source = f"file {os.fspath(path)}"
+    for key, value in _read_toml(path).items():
+        if key == "retry":
+            if not isinstance(value, dict):
+                raise ConfigError(f"retry ({source})", value, "a table")
+            for name, item in value.items():
+                if name not in _RETRY_FIELDS:
+                    raise ConfigError(f"retry.{name} ({source})", item, f"one of {', '.join(_RETRY_FIELDS)}")
+                retry_raw[name] = (item, source)
+        elif key in _PARSERS:
+            raw[key] = (value, source)
+        else:
+            raise ConfigError(f"{key} ({source})", value, f"one of {', '.join(sorted(_PARSERS))}, retry")
+
+
+def _from_environment(environ: typing.Mapping[str, str], raw: Raw, retry_raw: Raw) -> None:
+    for name in _PARSERS:
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if variable in environ:
+            raw[name] = (environ[variable], f"environment {variable}")
+    for name in _RETRY_FIELDS:
+        variable = f"{ENV_PREFIX}RETRY_{name.upper()}"
+        if variable in environ:
+            retry_raw[name] = (environ[variable], f"environment {variable}")
+
+
+def _from_arguments(arguments: typing.Mapping[str, object], raw: Raw, retry_raw: Raw) -> None:
+    for name, value in arguments.items():
+        if value is None:
+            continue
+        if name == "retry":
+            if not isinstance(value, RetryPolicy):
+                raise ConfigError("retry", value, "a RetryPolicy")
+            # A policy object is given whole: it replaces every retry field.
+            retry_raw.clear()
+            retry_raw.update({f: (getattr(value, f), "argument retry") for f in _RETRY_FIELDS})
+        elif name in _PARSERS:
+            raw[name] = (value, "argument")
+        else:
+            raise ConfigError(name, value, f"one of {', '.join(sorted(_PARSERS))}, retry")
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, object]:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError("config", os.fspath(path), f"a readable TOML file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", os.fspath(path), f"valid TOML ({exc})") from None

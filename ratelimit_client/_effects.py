@@ -1,0 +1,154 @@
+"""The I/O the engine asks for, each with its sync and async way of doing it side by side.
+
+The engine is a generator that yields these and is sent their results; a driver runs
+them with ``run`` (sync transport) or ``arun`` (async transport). So the logic exists
+once, and only waiting and I/O differ between the two transports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from . import _identity
+from ._body import Spool
+
+if typing.TYPE_CHECKING:
+    from ._backends import Backend, Reservation
+    from ._gcra import Bucket
+
+__all__ = ["AsyncIO", "Effect", "SyncIO"]
+
+
+@dataclasses.dataclass(slots=True)
+class SyncIO:
+    transport: httpx.BaseTransport
+    backend: Backend
+    sleep: typing.Callable[[float], None] = time.sleep
+
+
+@dataclasses.dataclass(slots=True)
+class AsyncIO:
+    transport: httpx.AsyncBaseTransport
+    backend: Backend
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reserve:
+    keys: tuple[str, ...]
+    buckets: tuple[Bucket, ...]
+    max_wait: float | None
+
+    def run(self, io: SyncIO) -> Reservation:
+        return io.backend.reserve(self.keys, self.buckets, max_wait=self.max_wait)
+
+    async def arun(self, io: AsyncIO) -> Reservation:
+        return await io.backend.areserve(self.keys, self.buckets, max_wait=self.max_wait)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancel:
+    reservation: Reservation
+
+    def run(self, io: SyncIO) -> None:
+        io.backend.cancel(self.reservation)
+
+    async def arun(self, io: AsyncIO) -> None:
+        # Runs while a cancellation is unwinding: shield it, or the slot is never returned.
+        with anyio.CancelScope(shield=True):
+            await io.backend.acancel(self.reservation)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pause:
+    keys: tuple[str, ...]
+    buckets: tuple[Bucket, ...]
+    seconds: float
+
+    def run(self, io: SyncIO) -> None:
+        io.backend.pause(self.keys, self.buckets, self.seconds)
+
+    async def arun(self, io: AsyncIO) -> None:
+        await io.backend.apause(self.keys, self.buckets, self.seconds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+    def run(self, io: SyncIO) -> None:
+        io.sleep(self.seconds)
+
+    async def arun(self, io: AsyncIO) -> None:
+        await anyio.sleep(self.seconds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    request: httpx.Request
+
+    def run(self, io: SyncIO) -> httpx.Response:
+        return io.transport.handle_request(self.request)
+
+    async def arun(self, io: AsyncIO) -> httpx.Response:
+        return await io.transport.handle_async_request(self.request)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Close:
+    response: httpx.Response
+
+    def run(self, io: SyncIO) -> None:
+        self.response.close()
+
+    async def arun(self, io: AsyncIO) -> None:
+        await self.response.aclose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpoolBody:
+    """Read a one-shot body once into a :class:`Spool` (closed again if reading fails)."""
+
+    stream: object
+    threshold: int
+
+    def run(self, io: SyncIO) -> Spool:
+        spool = Spool(self.threshold)
+        try:
+            for chunk in typing.cast("typing.Iterable[bytes]", self.stream):
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
+    async def arun(self, io: AsyncIO) -> Spool:
+        spool = Spool(self.threshold)
+        try:
+            async for chunk in typing.cast("typing.AsyncIterable[bytes]", self.stream):
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalIP:
+    host: str
+    port: int
+
+    def run(self, io: SyncIO) -> str | None:
+        return _identity.local_ip_for(self.host, self.port)
+
+    async def arun(self, io: AsyncIO) -> str | None:
+        # Name resolution blocks: keep it off the event loop.
+        return await anyio.to_thread.run_sync(_identity.local_ip_for, self.host, self.port)
+
+
+Effect = Reserve | Cancel | Pause | Sleep | Send | Close | SpoolBody | LocalIP

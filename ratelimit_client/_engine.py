@@ -1,0 +1,289 @@
+"""The path of one request: reserve a slot, sleep until it, send, classify, retry or give up.
+
+Written once, as a generator that yields :mod:`._effects` for a driver to perform, so
+the sync and async transports share every decision. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import typing
+
+import httpx
+import tenacity
+
+from . import _effects as fx
+from ._backoff import RetryBudget
+from ._body import DEFAULT_SPOOL_THRESHOLD, Replay, replay_for
+from ._events import Event, Monitor, describe
+from ._exceptions import (
+    MaxWaitExceeded,
+    NetworkFailure,
+    RateLimited,
+    RequestFailed,
+    ServerError,
+    ServerWaitTooLong,
+)
+from ._headers import server_wait
+from ._identity import api_key_from_authorization
+from ._retry import Outcome, RetryPolicy, Tally, make_retrying
+
+if typing.TYPE_CHECKING:
+    from ._backends import Reservation
+    from ._limiter import Limiter
+
+__all__ = ["EXTENSION", "Engine", "RequestStats"]
+
+EXTENSION = "ratelimit_client"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# Failures that happen before a byte of the request left: safe to retry for any method.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# Failures of our own making: retrying cannot help.
+_FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+T = typing.TypeVar("T")
+Steps = typing.Generator[fx.Effect, typing.Any, T]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestStats:
+    """Per-request results, in ``response.extensions["ratelimit_client"]``."""
+
+    attempts: int
+    slot_wait: float  # seconds spent waiting for rate-limit slots
+    retry_wait: float  # seconds spent backing off between attempts
+
+
+@dataclasses.dataclass(slots=True)
+class _Progress:
+    tally: Tally
+    attempts: int = 0
+    slot_wait: float = 0.0
+    retry_wait: float = 0.0
+
+
+class Engine:
+    """Everything a transport decides, for both transports. Thread-safe; holds no I/O."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        policy: RetryPolicy,
+        monitor: Monitor,
+        *,
+        api_key: str | None = None,
+        ip: str | None = None,
+        max_wait: float | None = None,
+        spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
+        clock: typing.Callable[[], float] = time.monotonic,
+        wall_clock: typing.Callable[[], float] = time.time,
+        random_source: typing.Callable[[], float] | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.policy = policy
+        self.monitor = monitor
+        self._api_key = api_key
+        self._ip = ip
+        self._max_wait = max_wait
+        self._spool_threshold = spool_threshold
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._retrying = (
+            make_retrying(policy) if random_source is None else make_retrying(policy, random_source=random_source)
+        )
+        self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
+        self._budget_lock = threading.Lock()
+        self._local_ips: dict[tuple[str, int], str] = {}
+
+    def send(self, request: httpx.Request) -> Steps[httpx.Response]:
+        """Deliver ``request`` within the limits and the retry policy."""
+        self.monitor.count("requests")
+        with self._budget_lock:
+            self._budget.deposit()
+        replay = replay_for(request)
+        if replay is None:
+            spool = yield fx.SpoolBody(request.stream, self._spool_threshold)
+            replay = Replay(request, spool=spool)
+        try:
+            return (yield from self._deliver(request, replay))
+        finally:
+            replay.close()
+
+    def _deliver(self, request: httpx.Request, replay: Replay) -> Steps[httpx.Response]:
+        keys = yield from self._keys(request)
+        progress = _Progress(Tally(self._clock))
+        # tenacity keeps statistics per thread; begin() resets them. We do not read them.
+        self._retrying.begin()
+        state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
+        while True:
+            action = self._retrying.iter(state)
+            if isinstance(action, tenacity.DoAttempt):
+                state.set_result((yield from self._attempt(request, replay, keys, progress)))
+            elif isinstance(action, tenacity.DoSleep):
+                self._announce_retry(request, _last(state), float(action), progress)
+                state.prepare_for_next_attempt()
+                progress.retry_wait += float(action)
+                yield fx.Sleep(float(action))
+            else:
+                return self._finish(request, typing.cast("Outcome", action), progress)
+
+    def _keys(self, request: httpx.Request) -> Steps[tuple[str, ...]]:
+        api_key = self._api_key or api_key_from_authorization(request.headers.get("authorization"))
+        ip = self._ip
+        if ip is None:
+            where = (request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
+            ip = self._local_ips.get(where)
+            if ip is None:
+                ip = yield fx.LocalIP(*where)
+                if ip is None:
+                    ip = "unknown"  # not cached: the next request asks again
+                else:
+                    self._local_ips[where] = ip
+        return self.limiter.keys(ip, self.limiter.key_id(api_key))
+
+    def _attempt(
+        self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress
+    ) -> Steps[Outcome]:
+        yield from self._wait_for_slot(keys, progress)
+        progress.attempts += 1
+        self.monitor.count("attempts")
+        if progress.attempts > 1:
+            self.monitor.count("retries")
+        try:
+            response: httpx.Response = yield fx.Send(replay.request())
+        except _FATAL:
+            raise
+        except httpx.TransportError as exc:
+            return self._classify_error(request, exc, progress.tally)
+        return (yield from self._classify_response(request, response, keys, progress.tally))
+
+    def _wait_for_slot(self, keys: tuple[str, ...], progress: _Progress) -> Steps[None]:
+        buckets = self.limiter.buckets
+        reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
+        if not reservation.granted:
+            raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
+        if reservation.wait <= 0:
+            return
+        self.monitor.waited(reservation.wait)
+        self.monitor.count("waiting")
+        try:
+            yield fx.Sleep(reservation.wait)
+        except BaseException:
+            # Cancelled (or interrupted) before the slot came: give it back, unburnt.
+            yield fx.Cancel(reservation)
+            raise
+        finally:
+            self.monitor.count("waiting", -1)
+        progress.slot_wait += reservation.wait
+
+    def _may_replay(self, request: httpx.Request) -> bool:
+        return request.method in _IDEMPOTENT or "idempotency-key" in request.headers or self.policy.retry_unsafe
+
+    def _budget_allows(self) -> bool:
+        with self._budget_lock:
+            return self._budget.withdraw(self._clock())
+
+    def _classify_error(self, request: httpx.Request, exc: httpx.TransportError, tally: Tally) -> Outcome:
+        reason = type(exc).__name__
+        tally.record("network_error")
+        if isinstance(exc, _UNSENT):
+            return Outcome("network_error", tally, exc, retry=True, reason=reason)
+        if not self._may_replay(request):
+            return Outcome("final", tally, exc, reason=f"{reason}; {request.method} is not retried")
+        if not self._budget_allows():
+            return Outcome("network_error", tally, exc, reason=f"{reason}; retry budget exhausted")
+        return Outcome("network_error", tally, exc, retry=True, reason=reason)
+
+    def _classify_response(
+        self, request: httpx.Request, response: httpx.Response, keys: tuple[str, ...], tally: Tally
+    ) -> Steps[Outcome]:
+        status = response.status_code
+        if status != 429 and (status not in _RETRY_STATUSES or not self._may_replay(request)):
+            return Outcome("ok", tally, response)
+        hint = server_wait(
+            response.headers.multi_items(), now=self._wall_clock(), reset_format=self.policy.reset_format
+        )
+        wait = None if hint is None else hint.wait
+        yield fx.Close(response)
+        if status == 429:
+            tally.record("throttled")
+            if wait is not None and 0 < wait <= self.policy.max_server_wait:
+                # Every caller of these keys waits, in every process sharing the backend.
+                yield fx.Pause(keys, self.limiter.buckets, wait)
+            return Outcome("throttled", tally, response, wait, retry=True, reason="429")
+        tally.record("server_error")
+        reason = f"{status} {response.reason_phrase}".strip()
+        if not self._budget_allows():
+            return Outcome("server_error", tally, response, wait, reason=f"{reason}; retry budget exhausted")
+        return Outcome("server_error", tally, response, wait, retry=True, reason=reason)
+
+    def _announce_retry(self, request: httpx.Request, outcome: Outcome, wait: float, progress: _Progress) -> None:
+        what = describe(request)
+        if outcome.kind == "throttled":
+            source = "server" if outcome.server_wait is not None else "backoff"
+            message = (
+                f"throttled (429) on {what}, retrying in {wait:.1f} s ({source}; "
+                f"attempt {outcome.tally.throttled}/{self.policy.throttle_attempts})"
+            )
+            self.monitor.throttled(Event("throttled", message, what, progress.attempts, wait, "429"))
+            return
+        label = "server error" if outcome.kind == "server_error" else "network failure"
+        message = (
+            f"{label} ({outcome.reason}) on {what}, retrying in {wait:.1f} s "
+            f"(attempt {outcome.tally.failures}/{self.policy.failure_attempts})"
+        )
+        self.monitor.failed(Event("retrying", message, what, progress.attempts, wait, outcome.reason))
+
+    def _finish(self, request: httpx.Request, outcome: Outcome, progress: _Progress) -> httpx.Response:
+        stats = RequestStats(progress.attempts, progress.slot_wait, progress.retry_wait)
+        if outcome.kind == "ok":
+            response = typing.cast("httpx.Response", outcome.value)
+            response.extensions[EXTENSION] = stats
+            if response.status_code < 500:
+                self.monitor.succeeded(describe(request))
+            return response
+        error = self._error(request, outcome, progress.attempts)
+        self.monitor.count("gave_up")
+        self.monitor.emit(
+            Event("gave_up", str(error), describe(request), progress.attempts, reason=outcome.reason),
+            level=30,
+        )
+        cause = outcome.value if isinstance(outcome.value, BaseException) else None
+        raise error from cause
+
+    def _error(self, request: httpx.Request, outcome: Outcome, attempts: int) -> RequestFailed:
+        what = describe(request)
+        response = outcome.value if isinstance(outcome.value, httpx.Response) else None
+        tally = outcome.tally
+        if tally.too_long is not None:
+            return ServerWaitTooLong(
+                f"{what}: the server asked to wait {tally.too_long:.1f} s, more than the retry "
+                f"policy allows (max_server_wait={self.policy.max_server_wait:g} s or the time "
+                f"left in the budget); gave up after {attempts} attempt(s)",
+                attempts=attempts,
+                wait=tally.too_long,
+                response=response,
+            )
+        if outcome.kind == "final":
+            return NetworkFailure(
+                f"{what}: {outcome.reason} after the request was sent: it may or may not have "
+                f"been processed (send an Idempotency-Key header or set retry_unsafe=True to retry)",
+                attempts=attempts,
+            )
+        if outcome.kind == "throttled":
+            return RateLimited(
+                f"{what}: still throttled (429) after {attempts} attempt(s)", attempts=attempts, response=response
+            )
+        if outcome.kind == "server_error":
+            return ServerError(
+                f"{what}: {outcome.reason} after {attempts} attempt(s)", attempts=attempts, response=response
+            )
+        return NetworkFailure(f"{what}: {outcome.reason} after {attempts} attempt(s)", attempts=attempts)
+
+
+def _last(state: tenacity.RetryCallState) -> Outcome:
+    assert state.outcome is not None
+    return typing.cast("Outcome", state.outcome.result())

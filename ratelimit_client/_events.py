@@ -1,0 +1,152 @@
+"""Status, statistics and events: what a transport tells the user. Nothing here holds a secret."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+import typing
+
+import httpx
+
+__all__ = ["Event", "EventKind", "Monitor", "Status", "TransportStatistics", "redact_url"]
+
+logger = logging.getLogger("ratelimit_client")
+
+EventKind = typing.Literal[
+    "throttled", "retrying", "network_failure", "recovered", "gave_up", "backend_degraded",
+    "backend_restored",
+]  # fmt: skip
+
+
+class Status(enum.Enum):
+    """How the transport's requests are faring, as a user-facing status line would say."""
+
+    OK = "ok"
+    THROTTLED = "throttled"
+    NETWORK_FAILURE = "network failure"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth telling the user. ``request`` is the method and redacted URL."""
+
+    kind: EventKind
+    message: str
+    request: str = ""
+    attempt: int | None = None
+    wait: float | None = None
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TransportStatistics:
+    """A snapshot of a transport's counters (since it was created) and its status."""
+
+    status: Status
+    requests: int
+    attempts: int
+    retries: int
+    throttled: int
+    slot_waits: int
+    slot_wait_seconds: float
+    waiting: int
+    network_failures: int
+    gave_up: int
+
+
+_MASK = "***"
+
+
+def redact_url(url: httpx.URL) -> str:
+    """``url`` without user info and with every query value masked: tokens hide there."""
+    if url.query:
+        names = [name for name, _ in url.params.multi_items()]
+        query = "&".join(f"{name}={_MASK}" for name in names)
+        url = url.copy_with(query=query.encode("ascii", "replace"))
+    if url.userinfo:
+        url = url.copy_with(username=None, password=None)
+    return str(url)
+
+
+def describe(request: httpx.Request) -> str:
+    return f"{request.method} {redact_url(request.url)}"
+
+
+class Monitor:
+    """Counts, status transitions and event delivery for one transport; thread-safe."""
+
+    def __init__(
+        self,
+        on_event: typing.Callable[[Event], None] | None,
+        clock: typing.Callable[[], float],
+    ) -> None:
+        self._on_event = on_event
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status = Status.OK
+        self._failing_since: float | None = None
+        self._counts = dict.fromkeys(
+            ("requests", "attempts", "retries", "throttled", "slot_waits", "waiting",
+             "network_failures", "gave_up"),
+            0,
+        )  # fmt: skip
+        self._slot_wait_seconds = 0.0
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    def statistics(self) -> TransportStatistics:
+        with self._lock:
+            return TransportStatistics(status=self._status, slot_wait_seconds=self._slot_wait_seconds, **self._counts)
+
+    def count(self, name: str, delta: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += delta
+
+    def waited(self, seconds: float) -> None:
+        with self._lock:
+            self._counts["slot_waits"] += 1
+            self._slot_wait_seconds += seconds
+
+    def succeeded(self, request: str) -> None:
+        with self._lock:
+            previous, self._status = self._status, Status.OK
+            since, self._failing_since = self._failing_since, None
+        if previous is Status.NETWORK_FAILURE and since is not None:
+            elapsed = self._clock() - since
+            self.emit(
+                Event("recovered", f"connection restored after {elapsed:.1f} s", request),
+                logging.INFO,
+            )
+
+    def throttled(self, event: Event) -> None:
+        with self._lock:
+            self._counts["throttled"] += 1
+            if self._status is not Status.NETWORK_FAILURE:
+                self._status = Status.THROTTLED
+        self.emit(event, logging.INFO)
+
+    def failed(self, event: Event) -> None:
+        """A network or server failure; the first of an episode also emits ``network_failure``."""
+        with self._lock:
+            first = self._status is not Status.NETWORK_FAILURE
+            self._status = Status.NETWORK_FAILURE
+            if first:
+                self._failing_since = self._clock()
+                self._counts["network_failures"] += 1
+        if first:
+            self.emit(dataclasses.replace(event, kind="network_failure"), logging.WARNING)
+        else:
+            self.emit(event, logging.INFO)
+
+    def emit(self, event: Event, level: int = logging.INFO) -> None:
+        logger.log(level, "%s", event.message)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                # A broken hook must not break the upload it reports on.
+                logger.exception("on_event hook raised")

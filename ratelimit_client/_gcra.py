@@ -1,0 +1,135 @@
+"""GCRA over one or several keys, as pure functions of (state, now) → (decision, new state).
+
+One key's state is its theoretical arrival time ``tat``: with emission interval ``T``
+and tolerance ``τ = burst·T``, a request at ``now`` is admitted at
+``slot = max(tat, now) + T - τ`` (at once when that is not in the future). Callers
+reserve a slot, store the new ``tat`` even when the slot is in the future, and sleep
+until it, so the next caller queues behind them: first come, first served, no polling.
+
+Several keys (a request under several limits): the slot is the latest of the keys'
+slots, and every key is charged *at that slot*, so no key sees two requests closer than
+it allows.
+
+Cancelling a reservation gives its capacity back exactly: a key whose ``tat`` is still
+the one this reservation wrote goes back to the value before it; otherwise the
+reservation becomes a *hole*, remembered until the reservations after it are cancelled
+too (then the tail collapses through it) or its time has passed. Every backend stores
+the same state, so they all agree with this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+__all__ = ["Bucket", "Decision", "KeyState", "cancel", "pause", "reserve"]
+
+MAX_HOLES = 32
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bucket:
+    """One limit's parameters: ``interval`` seconds between requests, ``burst`` at once."""
+
+    interval: float
+    burst: int = 1
+
+    @property
+    def tolerance(self) -> float:
+        return self.burst * self.interval
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyState:
+    """A key's stored state: ``tat`` and the holes left by cancelled reservations."""
+
+    tat: float
+    holes: tuple[tuple[float, float], ...] = ()  # (tat it wrote, tat before it)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """A reservation: go after ``wait`` seconds. ``states`` is None when it was refused."""
+
+    wait: float
+    states: tuple[KeyState, ...] | None
+    # Per key, (tat written, tat before): what cancel() needs to give the slot back.
+    charges: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def granted(self) -> bool:
+        return self.states is not None
+
+
+def _fresh(state: KeyState | None, now: float, horizon: float) -> KeyState | None:
+    # A tat further ahead than any real queue can be is a clock that stepped back
+    # (reboot, NTP step) or a corrupt row: forget it rather than stall for hours.
+    if state is None or not math.isfinite(state.tat) or state.tat - now > horizon:
+        return None
+    return state
+
+
+def reserve(
+    states: typing.Sequence[KeyState | None],
+    buckets: typing.Sequence[Bucket],
+    now: float,
+    *,
+    max_wait: float | None = None,
+    horizon: float = math.inf,
+    cost: int = 1,
+) -> Decision:
+    """Reserve the next slot across all ``buckets`` at once (``states`` in the same order).
+
+    When the slot is more than ``max_wait`` seconds away nothing is charged and the
+    decision is refused, so the caller can fail fast without burning capacity.
+    """
+    current = [_fresh(s, now, horizon) for s in states]
+    slot = now
+    for state, bucket in zip(current, buckets, strict=True):
+        tat = now if state is None else max(state.tat, now)
+        slot = max(slot, tat + cost * bucket.interval - bucket.tolerance)
+    wait = slot - now
+    if max_wait is not None and wait > max_wait:
+        return Decision(wait, None)
+    new_states: list[KeyState] = []
+    charges: list[tuple[float, float]] = []
+    for state, bucket in zip(current, buckets, strict=True):
+        before = now if state is None else state.tat
+        written = max(before, slot) + cost * bucket.interval
+        holes = () if state is None else _live_holes(state.holes, now)
+        new_states.append(KeyState(written, holes))
+        charges.append((written, before))
+    return Decision(wait, tuple(new_states), tuple(charges))
+
+
+def cancel(state: KeyState | None, charge: tuple[float, float], now: float) -> KeyState | None:
+    """Give back one key's charge from a reservation that will not be used."""
+    if state is None:
+        return None
+    written, before = charge
+    if state.tat != written:
+        holes = _live_holes((*state.holes, charge), now)
+        return KeyState(state.tat, holes[-MAX_HOLES:])
+    tat = before
+    earlier = dict(state.holes)
+    # The reservations behind this one that were cancelled earlier can go too.
+    while tat in earlier:
+        tat = earlier.pop(tat)
+    return KeyState(tat, _live_holes(tuple(earlier.items()), now))
+
+
+def pause(state: KeyState | None, bucket: Bucket, until: float, now: float) -> KeyState:
+    """Let no request of this key go before ``until``, then one each interval."""
+    # A tat of until + τ - T makes the next slot exactly ``until``: waiters wake one
+    # interval apart instead of all at once when the pause ends.
+    floor = until + bucket.tolerance - bucket.interval
+    if state is None:
+        return KeyState(max(floor, now))
+    return KeyState(max(state.tat, floor), _live_holes(state.holes, now))
+
+
+def _live_holes(holes: tuple[tuple[float, float], ...], now: float) -> tuple[tuple[float, float], ...]:
+    # A hole whose tat has passed can no longer change any decision: a tat at or
+    # before now already means a full bucket.
+    return tuple(h for h in holes if h[0] > now)

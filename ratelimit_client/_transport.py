@@ -1,0 +1,235 @@
+"""The httpx adapters: thin wrappers that run the engine around an inner transport."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import typing
+
+import httpx
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover
+    from typing_extensions import Unpack
+
+from ._backends import Backend, backend_from_url
+from ._body import DEFAULT_SPOOL_THRESHOLD
+from ._config import Settings, load_settings
+from ._effects import AsyncIO, Effect, SyncIO
+from ._engine import Engine
+from ._events import Event, Monitor, Status, TransportStatistics
+from ._exceptions import ConfigError
+from ._limiter import Limit, Limiter
+from ._rate import Rate, ServerCounting
+from ._retry import RetryPolicy
+
+if typing.TYPE_CHECKING:
+    from ._engine import Steps
+
+__all__ = ["AsyncRateLimitTransport", "RateLimitTransport"]
+
+
+class _Shared:
+    """What both transports hold: settings, backend, limiter, monitor and engine."""
+
+    def __init__(
+        self,
+        *,
+        tier: str | None,
+        rate: str | Rate | None,
+        burst: int | None,
+        server_counting: ServerCounting | None,
+        limits: typing.Sequence[Limit],
+        api_key: str | None,
+        ip: str | None,
+        backend: str | Backend | None,
+        namespace: str | None,
+        retry: RetryPolicy | None,
+        max_wait: float | None,
+        on_event: typing.Callable[[Event], None] | None,
+        config_file: str | os.PathLike[str] | None,
+        spool_threshold: int,
+    ) -> None:
+        given_backend = backend if backend is not None and not isinstance(backend, str) else None
+        if given_backend is not None and not isinstance(given_backend, Backend):
+            raise ConfigError("backend", backend, "a backend URL or a Backend object")
+        if not isinstance(spool_threshold, int) or spool_threshold < 0:
+            raise ConfigError("spool_threshold", spool_threshold, "a number of bytes, 0 or more")
+        self.settings: Settings = load_settings(
+            config_file=config_file,
+            tier=tier,
+            rate=rate,
+            burst=burst,
+            server_counting=server_counting,
+            backend=backend if isinstance(backend, str) else None,
+            namespace=namespace,
+            retry=retry,
+            max_wait=max_wait,
+        )
+        settings = self.settings
+        self.owns_backend = given_backend is None
+        self.backend: Backend = given_backend or backend_from_url(settings.backend, namespace=settings.namespace)
+        quota = Limit(settings.quota, "ip+key", settings.burst)
+        self.limiter = Limiter([quota, *limits], namespace=settings.namespace, server_counting=settings.server_counting)
+        self.monitor = Monitor(on_event, time.monotonic)
+        self.engine = Engine(
+            self.limiter,
+            settings.retry,
+            self.monitor,
+            api_key=api_key,
+            ip=ip,
+            max_wait=settings.max_wait,
+            spool_threshold=spool_threshold,
+        )
+
+    def describe(self, name: str) -> str:
+        return f"<{name} {self.limiter!r} backend={self.backend!r} status={self.monitor.status.value!r}>"
+
+
+class Options(typing.TypedDict, total=False):
+    """Keyword options of both transports; each also reads from the environment and a file."""
+
+    tier: str | None  # "free" (50/minute, default) or "paid" (200/minute), or one of `tiers`
+    rate: str | Rate | None  # the server's quota, overriding the tier: "50/minute"
+    burst: int | None  # requests at once; unset = the safe default for `server_counting`
+    server_counting: ServerCounting | None  # "unknown" (safe, default) or "token_bucket" (full quota)
+    limits: typing.Sequence[Limit]  # extra limits, stacked on the tier's: all must admit
+    api_key: str | None  # the key to limit by; default: from each request's Authorization
+    ip: str | None  # the client IP to limit by; default: the local address towards the host
+    backend: str | Backend | None  # "memory://" or a Backend object
+    namespace: str | None  # storage namespace: separates unrelated users of one backend
+    retry: RetryPolicy | None  # retry budgets and backoff
+    max_wait: float | None  # longest wait for a slot; longer raises MaxWaitExceeded
+    on_event: typing.Callable[[Event], None] | None  # called with each Event
+    config_file: str | os.PathLike[str] | None  # a TOML file (or RATELIMIT_CLIENT_CONFIG)
+    spool_threshold: int  # bytes of a one-shot body kept in memory before spilling to disk
+
+
+def _shared(options: Options) -> _Shared:
+    return _Shared(
+        tier=options.get("tier"),
+        rate=options.get("rate"),
+        burst=options.get("burst"),
+        server_counting=options.get("server_counting"),
+        limits=options.get("limits", ()),
+        api_key=options.get("api_key"),
+        ip=options.get("ip"),
+        backend=options.get("backend"),
+        namespace=options.get("namespace"),
+        retry=options.get("retry"),
+        max_wait=options.get("max_wait"),
+        on_event=options.get("on_event"),
+        config_file=options.get("config_file"),
+        spool_threshold=options.get("spool_threshold", DEFAULT_SPOOL_THRESHOLD),
+    )
+
+
+class _Common:
+    _shared: _Shared
+
+    def __repr__(self) -> str:
+        return self._shared.describe(type(self).__name__)
+
+    @property
+    def settings(self) -> Settings:
+        """The effective settings, with where each value came from."""
+        return self._shared.settings
+
+    @property
+    def status(self) -> Status:
+        """OK, THROTTLED, or NETWORK_FAILURE while the network or server is failing."""
+        return self._shared.monitor.status
+
+    def statistics(self) -> TransportStatistics:
+        """Counters since the transport was made, and the current status."""
+        return self._shared.monitor.statistics()
+
+
+class RateLimitTransport(_Common, httpx.BaseTransport):
+    """A rate-limited, retrying transport for :class:`httpx.Client`.
+
+    Wraps ``transport`` (httpx's own by default). Requests wait for a slot of the
+    tier's limit, shared per client IP and API key through the backend; 429s, network
+    failures and (for replayable requests) 5xx are retried as the retry policy says::
+
+        transport = RateLimitTransport(tier="free")
+        with httpx.Client(transport=transport) as client:
+            client.post("https://api.example/upload", content=b"...", headers={"Authorization": "Bearer k"})
+
+    Options are listed in :class:`Options`.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport | None = None, **options: Unpack[Options]) -> None:
+        self._shared = _shared(options)
+        self._io = SyncIO(transport or httpx.HTTPTransport(), self._shared.backend)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return _run_blocking(_drive(self._shared.engine.send(request), self._perform))
+
+    async def _perform(self, effect: Effect) -> object:
+        return effect.run(self._io)
+
+    def close(self) -> None:
+        self._io.transport.close()
+        if self._shared.owns_backend:
+            self._shared.backend.close()
+
+
+class AsyncRateLimitTransport(_Common, httpx.AsyncBaseTransport):
+    """A rate-limited, retrying transport for :class:`httpx.AsyncClient` (asyncio or trio).
+
+    The same as :class:`RateLimitTransport`, awaiting instead of blocking::
+
+        transport = AsyncRateLimitTransport(tier="free")
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.post("https://api.example/upload", content=b"...")
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, **options: Unpack[Options]) -> None:
+        self._shared = _shared(options)
+        self._io = AsyncIO(transport or httpx.AsyncHTTPTransport(), self._shared.backend)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await _drive(self._shared.engine.send(request), self._perform)
+
+    async def _perform(self, effect: Effect) -> object:
+        return await effect.arun(self._io)
+
+    async def aclose(self) -> None:
+        await self._io.transport.aclose()
+        if self._shared.owns_backend:
+            await self._shared.backend.aclose()
+
+
+T = typing.TypeVar("T")
+
+
+async def _drive(steps: Steps[T], perform: typing.Callable[[Effect], typing.Awaitable[object]]) -> T:
+    """Perform the engine's effects until it returns; errors (cancellation too) go back
+    into the engine so it can clean up, and come out again when it re-raises them."""
+    value: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return typing.cast("T", done.value)
+        try:
+            value, error = await perform(effect), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the engine, which re-raises
+            value, error = None, exc
+
+
+def _run_blocking(coroutine: typing.Coroutine[typing.Any, typing.Any, T]) -> T:
+    """Run a coroutine that never suspends: the sync transport's effects all block instead.
+
+    This lets both transports share one driver loop without an event loop.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return typing.cast("T", done.value)
+    coroutine.close()
+    raise RuntimeError("a blocking effect suspended")  # pragma: no cover - a bug if reached
