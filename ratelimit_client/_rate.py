@@ -35,10 +35,15 @@ class Rate:
     per_seconds: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.requests) and self.requests > 0):
-            raise ConfigError("rate.requests", self.requests, "a positive finite number")
-        if not (math.isfinite(self.per_seconds) and self.per_seconds > 0):
-            raise ConfigError("rate.per_seconds", self.per_seconds, "a positive finite number")
+        for name in ("requests", "per_seconds"):
+            value = getattr(self, name)
+            # bool is an int, and a str would reach math.isfinite as a TypeError.
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ConfigError(f"rate.{name}", value, "a positive finite number")
 
     @property
     def interval(self) -> float:
@@ -99,13 +104,13 @@ def pacing_for(quota: Rate, *, burst: int | None = None, server: ServerCounting 
     the most of the quota. When the server is known to be a token bucket the full rate
     is safe.
     """
-    if server == "token_bucket":
-        return Pacing(quota, 1 if burst is None else max(burst, 1))
-    if server != "unknown":
+    if server not in ("unknown", "token_bucket"):
         raise ConfigError("server_counting", server, "'unknown' or 'token_bucket'")
     burst = 1 if burst is None else burst
-    if burst < 1:
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigError("burst", burst, "an integer of at least 1")
+    if server == "token_bucket":
+        return Pacing(quota, burst)
     if quota.requests - burst <= 0:
         # Nothing to spare: halve the rate so jitter cannot put two in one window.
         return Pacing(Rate(quota.requests, quota.per_seconds * 2), 1)
