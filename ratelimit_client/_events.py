@@ -13,6 +13,9 @@ import httpx
 __all__ = ["Event", "EventKind", "Monitor", "Status", "TransportStatistics", "redact_url"]
 
 logger = logging.getLogger("ratelimit_client")
+# A library leaves output to the application: without this, Python's last-resort handler
+# would print our warnings to stderr when logging is not configured.
+logger.addHandler(logging.NullHandler())
 
 EventKind = typing.Literal[
     "throttled", "retrying", "network_failure", "recovered", "gave_up", "backend_degraded",
