@@ -36,6 +36,7 @@ class SyncIO:
 class AsyncIO:
     transport: httpx.AsyncBaseTransport
     backend: Backend
+    sleep: typing.Callable[[float], typing.Awaitable[None]] = anyio.sleep
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class Sleep:
         io.sleep(self.seconds)
 
     async def arun(self, io: AsyncIO) -> None:
-        await anyio.sleep(self.seconds)
+        await io.sleep(self.seconds)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
