@@ -1,6 +1,6 @@
 """A rate-limited, retrying httpx transport whose limit is shared by every process using a key."""
 
-from ._backends import Backend, MemoryBackend, Reservation
+from ._backends import Backend, FallbackBackend, MemoryBackend, RedisBackend, Reservation, SQLiteBackend
 from ._config import Settings, load_settings
 from ._engine import RequestStats
 from ._events import Event, EventKind, Status, TransportStatistics
@@ -30,6 +30,7 @@ __all__ = [
     "ConfigError",
     "Event",
     "EventKind",
+    "FallbackBackend",
     "Limit",
     "MaxWaitExceeded",
     "MemoryBackend",
@@ -39,10 +40,12 @@ __all__ = [
     "RateLimitClientError",
     "RateLimitTransport",
     "RateLimited",
+    "RedisBackend",
     "RequestFailed",
     "RequestStats",
     "Reservation",
     "RetryPolicy",
+    "SQLiteBackend",
     "Scope",
     "ServerError",
     "ServerWaitTooLong",

@@ -27,7 +27,7 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "RATELIMIT_CLIENT_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
-DEFAULT_BACKEND = "memory://"
+DEFAULT_BACKEND = "sqlite://"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

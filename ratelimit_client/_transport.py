@@ -70,10 +70,12 @@ class _Shared:
         )
         settings = self.settings
         self.owns_backend = given_backend is None
-        self.backend: Backend = given_backend or backend_from_url(settings.backend, namespace=settings.namespace)
+        self.monitor = Monitor(on_event, time.monotonic)
+        self.backend: Backend = given_backend or backend_from_url(
+            settings.backend, namespace=settings.namespace, emit=self.monitor.emit
+        )
         quota = Limit(settings.quota, "ip+key", settings.burst)
         self.limiter = Limiter([quota, *limits], namespace=settings.namespace, server_counting=settings.server_counting)
-        self.monitor = Monitor(on_event, time.monotonic)
         self.engine = Engine(
             self.limiter,
             settings.retry,
@@ -98,7 +100,7 @@ class Options(typing.TypedDict, total=False):
     limits: typing.Sequence[Limit]  # extra limits, stacked on the tier's: all must admit
     api_key: str | None  # the key to limit by; default: from each request's Authorization
     ip: str | None  # the client IP to limit by; default: the local address towards the host
-    backend: str | Backend | None  # "memory://" or a Backend object
+    backend: str | Backend | None  # "sqlite://" (default), "memory://", "redis://…", or a Backend object
     namespace: str | None  # storage namespace: separates unrelated users of one backend
     retry: RetryPolicy | None  # retry budgets and backoff
     max_wait: float | None  # longest wait for a slot; longer raises MaxWaitExceeded

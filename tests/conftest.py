@@ -10,6 +10,13 @@ import pytest
 from _servers import ServerThread
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default backend (``sqlite://``) keeps its file in the cache directory: one per test,
+    so tests never share limiter state with each other or with the user's own runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every ``@pytest.mark.anyio`` test runs once on asyncio and once on trio."""

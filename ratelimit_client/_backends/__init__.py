@@ -1,27 +1,104 @@
-"""Limiter backends, chosen by URL."""
+"""Limiter backends, chosen by URL.
+
+==========================================  ==============================================
+``memory://``                               this process only
+``sqlite://``                               every process on this host, through a file in
+                                            the user cache directory (the default)
+``sqlite:///path/to/limits.db``             the same, through that file (an absolute path)
+``redis://host:6379/0``, ``rediss://…``,    every process on every host using that Redis
+``unix:///run/redis.sock``                  server; ``?fallback=memory`` (default) limits
+                                            locally while it is down, ``?fallback=fail``
+                                            raises; ``?probe_interval=1`` (seconds)
+==========================================  ==============================================
+"""
 
 from __future__ import annotations
 
+import typing
 import urllib.parse
 
 from .._exceptions import ConfigError
 from ._base import Backend, Reservation
+from ._fallback import FallbackBackend
 from ._memory import MemoryBackend
+from ._redis import RedisBackend
+from ._sqlite import SQLiteBackend, default_sqlite_path
 
-__all__ = ["SCHEMES", "Backend", "MemoryBackend", "Reservation", "backend_from_url", "check_url"]
+if typing.TYPE_CHECKING:
+    from .._events import Event
 
-SCHEMES = ("memory",)
+__all__ = [
+    "SCHEMES",
+    "Backend",
+    "FallbackBackend",
+    "MemoryBackend",
+    "RedisBackend",
+    "Reservation",
+    "SQLiteBackend",
+    "backend_from_url",
+    "check_url",
+    "default_sqlite_path",
+]
+
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_FALLBACKS = ("memory", "fail")
 
 
 def check_url(url: str, *, field: str = "backend") -> str:
-    """The URL's scheme, after checking it names a backend."""
+    """The URL's scheme, after checking it names a backend and its options are valid."""
     scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme not in SCHEMES:
         raise ConfigError(field, url, f"a URL whose scheme is one of {', '.join(s + '://' for s in SCHEMES)}")
+    _options(url, scheme, field)
     return scheme
 
 
-def backend_from_url(url: str, *, namespace: str) -> Backend:
-    """A backend for ``url``, such as ``memory://``."""
-    check_url(url)
-    return MemoryBackend()
+def _options(url: str, scheme: str, field: str) -> dict[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise ConfigError(field, url, "sqlite:// (the default file) or sqlite:///absolute/path")
+        unknown = set(query) - {"busy_timeout"}
+    elif scheme in _REDIS_SCHEMES:
+        if query.get("fallback", "memory") not in _FALLBACKS:
+            raise ConfigError(f"{field} fallback", query["fallback"], f"one of {', '.join(_FALLBACKS)}")
+        unknown = set()
+    else:
+        unknown = set(query)
+    if unknown:
+        raise ConfigError(field, url, f"no options other than those documented ({', '.join(sorted(unknown))} given)")
+    for name in ("busy_timeout", "probe_interval"):
+        if name in query:
+            try:
+                value = float(query[name])
+            except ValueError:
+                value = -1.0
+            if not value >= 0:
+                raise ConfigError(f"{field} {name}", query[name], "a number of seconds, 0 or more")
+    return query
+
+
+def backend_from_url(url: str, *, namespace: str, emit: typing.Callable[[Event, int], None] | None = None) -> Backend:
+    """A backend for ``url`` (see the module docstring); ``emit`` receives fallback events."""
+    scheme = check_url(url)
+    query = _options(url, scheme, "backend")
+    if scheme == "memory":
+        return MemoryBackend()
+    if scheme == "sqlite":
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) or None
+        return SQLiteBackend(path, namespace=namespace, busy_timeout=float(query.get("busy_timeout", 5.0)))
+    # Our options are not redis-py's: strip them before it parses the URL.
+    ours = {"fallback", "probe_interval"}
+    parts = urllib.parse.urlsplit(url)
+    rest = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in ours])
+    redis = RedisBackend(urllib.parse.urlunsplit(parts._replace(query=rest)), namespace=namespace)
+    if query.get("fallback", "memory") == "fail":
+        return redis
+    probe = float(query.get("probe_interval", 1.0))
+    return (
+        FallbackBackend(redis, probe_interval=probe, emit=emit)
+        if emit
+        else FallbackBackend(redis, probe_interval=probe)
+    )

@@ -8,7 +8,12 @@ import typing
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
 
-__all__ = ["Backend", "Reservation"]
+__all__ = ["HORIZON", "Backend", "Reservation", "horizon_for"]
+
+# Backends on a shared wall clock forget a stored time further ahead than this (or 64
+# intervals of the slowest limit, if more): no real queue or server-told pause is that
+# long, but a clock stepped back is.
+HORIZON = 900.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,6 +28,8 @@ class Reservation:
     granted: bool
     keys: tuple[str, ...] = ()
     charges: tuple[tuple[float, float], ...] = ()
+    # Taken from a local fallback while the shared backend was unreachable.
+    fallback: bool = False
 
 
 @typing.runtime_checkable
@@ -52,3 +59,8 @@ class Backend(typing.Protocol):
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def horizon_for(buckets: typing.Sequence[Bucket]) -> float:
+    """How far ahead a stored time may be before it is taken for a clock step and reset."""
+    return max([HORIZON, *(64 * b.interval for b in buckets)])

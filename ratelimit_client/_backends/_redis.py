@@ -1,0 +1,310 @@
+"""Redis backend: one bucket per key shared by every process on every host using the server.
+
+Each operation is one Lua script (one ``EVALSHA``, reloaded after ``NOSCRIPT``) that
+runs the GCRA step of :mod:`.._gcra` on the server's own ``TIME``, so hosts with
+skewed clocks still share one bucket. Keys are ``{namespace}:v1:<key>``: the hash tag
+puts a namespace in one Cluster slot, so a script's keys always sit on one node. Each
+key's TTL ends when its state stops mattering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+import urllib.parse
+import weakref
+
+import anyio
+import anyio.to_thread
+import sniffio
+
+from .._exceptions import BackendError, ConfigError
+from .._gcra import MAX_HOLES
+from ._base import Reservation, horizon_for
+
+if typing.TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+    import redis.commands.core
+
+    from .._gcra import Bucket
+
+__all__ = ["RedisBackend"]
+
+# Shared by the three scripts: the state codec and the pure steps, mirroring _gcra.py
+# line for line (the conformance tests hold them to the same answers). Times are written
+# with %.17g, which round-trips a double exactly: cancel compares them for equality.
+_PRELUDE = """
+local function now_()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fmt(x) return string.format('%.17g', x) end
+local function load(key)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local n = {}
+  for tok in string.gmatch(v, '%S+') do n[#n + 1] = tonumber(tok) end
+  local holes = {}
+  for i = 2, #n - 1, 2 do holes[#holes + 1] = {n[i], n[i + 1]} end
+  return {tat = n[1], holes = holes}
+end
+local function fresh(s, now, horizon)
+  if s == nil or s.tat == nil or s.tat ~= s.tat or s.tat - now > horizon then return nil end
+  return s
+end
+local function live(holes, now)
+  local out = {}
+  for _, h in ipairs(holes) do if h[1] > now then out[#out + 1] = h end end
+  return out
+end
+local function store(key, tat, holes, now)
+  local last = tat
+  local parts = {fmt(tat)}
+  for _, h in ipairs(holes) do
+    parts[#parts + 1] = fmt(h[1]); parts[#parts + 1] = fmt(h[2])
+    if h[1] > last then last = h[1] end
+  end
+  -- Once every stored time has passed the key means "full bucket": let it expire.
+  local ttl = math.ceil((last - now) * 1000) + 1
+  if ttl <= 1 then redis.call('DEL', key) else redis.call('SET', key, table.concat(parts, ' '), 'PX', ttl) end
+end
+local now = now_()
+"""
+
+# ARGV: max_wait ('' = none), horizon, then interval and tolerance per key.
+_RESERVE = """
+local max_wait = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[2])
+local states, slot = {}, now
+for i = 1, #KEYS do
+  local s = fresh(load(KEYS[i]), now, horizon)
+  states[i] = s
+  local tat = now
+  if s then tat = math.max(s.tat, now) end
+  slot = math.max(slot, tat + tonumber(ARGV[1 + 2 * i]) - tonumber(ARGV[2 + 2 * i]))
+end
+local wait = slot - now
+if max_wait and wait > max_wait then return {0, fmt(wait)} end
+local reply = {1, fmt(wait)}
+for i = 1, #KEYS do
+  local s = states[i]
+  local before, holes = now, {}
+  if s then before = s.tat; holes = live(s.holes, now) end
+  local written = math.max(before, slot) + tonumber(ARGV[1 + 2 * i])
+  store(KEYS[i], written, holes, now)
+  reply[#reply + 1] = fmt(written); reply[#reply + 1] = fmt(before)
+end
+return reply
+"""
+
+# ARGV: max_holes, then (written, before) per key.
+_CANCEL = """
+local max_holes = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local s = load(KEYS[i])
+  if s and s.tat then
+    local written, before = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    if s.tat ~= written then
+      local holes = s.holes
+      holes[#holes + 1] = {written, before}
+      holes = live(holes, now)
+      local kept = {}
+      for j = math.max(1, #holes - max_holes + 1), #holes do kept[#kept + 1] = holes[j] end
+      store(KEYS[i], s.tat, kept, now)
+    else
+      -- The reservations behind this one that were cancelled earlier go too.
+      local order, earlier = {}, {}
+      for _, h in ipairs(s.holes) do
+        if earlier[h[1]] == nil then order[#order + 1] = h[1] end
+        earlier[h[1]] = h[2]
+      end
+      local tat = before
+      while earlier[tat] ~= nil do
+        local prev = earlier[tat]
+        earlier[tat] = nil
+        tat = prev
+      end
+      local holes = {}
+      for _, w in ipairs(order) do if earlier[w] ~= nil then holes[#holes + 1] = {w, earlier[w]} end end
+      store(KEYS[i], tat, live(holes, now), now)
+    end
+  end
+end
+return 1
+"""
+
+# ARGV: seconds, horizon, then interval and tolerance per key.
+_PAUSE = """
+local till = now + tonumber(ARGV[1])
+local horizon = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local floor = till + tonumber(ARGV[2 + 2 * i]) - tonumber(ARGV[1 + 2 * i])
+  local s = fresh(load(KEYS[i]), now, horizon)
+  if s == nil then store(KEYS[i], math.max(floor, now), {}, now)
+  else store(KEYS[i], math.max(s.tat, floor), live(s.holes, now), now) end
+end
+return 1
+"""
+
+SCRIPTS = {"reserve": _PRELUDE + _RESERVE, "cancel": _PRELUDE + _CANCEL, "pause": _PRELUDE + _PAUSE}
+
+Call = tuple[str, list[str], list[str]]  # script name, KEYS, ARGV
+
+
+def _bucket_args(buckets: typing.Sequence[Bucket]) -> list[str]:
+    # repr() is exact: the script computes with the very doubles the model would.
+    return [f"{x!r}" for b in buckets for x in (b.interval, b.tolerance)]
+
+
+def _redacted(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisBackend:
+    """Limiter state in Redis, shared by every host using the server::
+
+        backend = RedisBackend("redis://127.0.0.1:6379/0", namespace="uploads")
+
+    The sync methods use a :class:`redis.Redis` client; the async ones a
+    :class:`redis.asyncio.Redis` client per event loop on asyncio, and the sync client in
+    a worker thread on trio (redis-py has no trio client). Errors (unreachable, timeout,
+    refused) raise :class:`BackendError`; wrap in :class:`FallbackBackend` to keep going.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "ratelimit-client",
+        socket_timeout: float = 1.0,
+        **client_options: typing.Any,
+    ) -> None:
+        try:
+            import redis  # noqa: PLC0415 - an optional extra
+        except ImportError:  # pragma: no cover - redis is installed in the test environment
+            raise ConfigError(
+                "backend", _redacted(url), "redis-py installed: pip install 'ratelimit-client[redis]'"
+            ) from None
+        self.namespace = namespace
+        self._url = url
+        self._options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **client_options}
+        self._prefix = f"{{{namespace}}}:v1:"
+        try:
+            self._client: redis.Redis = redis.Redis.from_url(url, **self._options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
+        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, redis.commands.core.AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {_redacted(self._url)} namespace={self.namespace!r}>"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The sync client (for inspection and tests)."""
+        return self._client
+
+    def key(self, key: str) -> str:
+        """The Redis key holding the state of the limiter key ``key``."""
+        return self._prefix + key
+
+    # Each operation is built once as (script, KEYS, ARGV) and its reply parsed once; only
+    # the call differs between sync and async.
+    def _reserve_call(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], max_wait: float | None
+    ) -> Call:
+        args = ["" if max_wait is None else repr(float(max_wait)), repr(horizon_for(buckets)), *_bucket_args(buckets)]
+        return "reserve", [self.key(k) for k in keys], args
+
+    @staticmethod
+    def _cancel_call(reservation: Reservation, prefix: str) -> Call:
+        args = [str(MAX_HOLES), *(repr(x) for charge in reservation.charges for x in charge)]
+        return "cancel", [prefix + k for k in reservation.keys], args
+
+    def _pause_call(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> Call:
+        args = [repr(float(seconds)), repr(horizon_for(buckets)), *_bucket_args(buckets)]
+        return "pause", [self.key(k) for k in keys], args
+
+    @staticmethod
+    def _reservation(keys: typing.Sequence[str], reply: typing.Any) -> Reservation:
+        granted, wait, *charges = reply
+        if not granted:
+            return Reservation(float(wait), granted=False)
+        numbers = [float(x) for x in charges]
+        return Reservation(float(wait), True, tuple(keys), tuple(zip(numbers[::2], numbers[1::2], strict=True)))
+
+    def _run(self, call: Call) -> typing.Any:
+        name, keys, args = call
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    async def _arun(self, call: Call) -> typing.Any:
+        if sniffio.current_async_library() != "asyncio":
+            return await anyio.to_thread.run_sync(self._run, call)
+        name, keys, args = call
+        scripts = self._async_scripts()
+        # Shielded: a reply abandoned half-way would leave capacity taken that no one
+        # gives back. The wait is bounded by the socket timeout.
+        with anyio.CancelScope(shield=True):
+            try:
+                return await scripts[name](keys=keys, args=args)
+            except Exception as exc:
+                raise self._error(exc) from exc
+
+    def _async_scripts(self) -> dict[str, redis.commands.core.AsyncScript]:
+        # An asyncio client's connections belong to the loop that made them.
+        loop = asyncio.get_running_loop()
+        found = self._async.get(loop)
+        if found is None:
+            import redis.asyncio  # noqa: PLC0415 - an optional extra
+
+            client = redis.asyncio.Redis.from_url(self._url, **self._options)
+            found = self._async[loop] = (client, {name: client.register_script(t) for name, t in SCRIPTS.items()})
+        return found[1]
+
+    def _error(self, exc: Exception) -> BackendError:
+        return BackendError(f"Redis backend {_redacted(self._url)}: {type(exc).__name__}: {exc}")
+
+    def reserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation:
+        return self._reservation(keys, self._run(self._reserve_call(keys, buckets, max_wait)))
+
+    def cancel(self, reservation: Reservation) -> None:
+        if reservation.granted and reservation.keys:
+            self._run(self._cancel_call(reservation, self._prefix))
+
+    def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
+        self._run(self._pause_call(keys, buckets, seconds))
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def areserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation:
+        return self._reservation(keys, await self._arun(self._reserve_call(keys, buckets, max_wait)))
+
+    async def acancel(self, reservation: Reservation) -> None:
+        if reservation.granted and reservation.keys:
+            await self._arun(self._cancel_call(reservation, self._prefix))
+
+    async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
+        await self._arun(self._pause_call(keys, buckets, seconds))
+
+    async def aclose(self) -> None:
+        if sniffio.current_async_library() == "asyncio":
+            found = self._async.pop(asyncio.get_running_loop(), None)
+            if found is not None:
+                await found[0].aclose()
+        self.close()

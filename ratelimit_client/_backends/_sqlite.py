@@ -1,0 +1,214 @@
+"""SQLite backend: one bucket per key shared by every process on the host, through a file.
+
+Each operation is one short write transaction (``BEGIN IMMEDIATE … COMMIT``) on an
+autocommit connection, running the pure GCRA step of :mod:`.._gcra` between the read and
+the write. Python's default transaction mode would run the read *outside* the
+transaction, letting several processes read the same state and each admit a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import typing
+
+import anyio.to_thread
+
+from .. import _gcra
+from .._exceptions import BackendError
+from ._base import Reservation, horizon_for
+
+if typing.TYPE_CHECKING:
+    from .._gcra import Bucket
+
+__all__ = ["SQLiteBackend", "default_sqlite_path"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratelimit_v1 (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tat REAL NOT NULL,
+    holes TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID
+"""
+_SELECT = "SELECT tat, holes FROM ratelimit_v1 WHERE namespace = ? AND key = ?"
+_UPSERT = (
+    "INSERT INTO ratelimit_v1 (namespace, key, tat, holes) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET tat = excluded.tat, holes = excluded.holes"
+)
+# A tat at or before now is a full bucket, the same as no row.
+_PRUNE = "DELETE FROM ratelimit_v1 WHERE namespace = ? AND tat < ?"
+
+
+def default_sqlite_path() -> pathlib.Path:
+    """``limits.sqlite3`` in the user's cache directory (``$XDG_CACHE_HOME`` on Linux)."""
+    import platformdirs  # noqa: PLC0415 - only needed when no path is given
+
+    return pathlib.Path(platformdirs.user_cache_dir("ratelimit-client", appauthor=False)) / "limits.sqlite3"
+
+
+class SQLiteBackend:
+    """Limiter state in a SQLite file, shared by every process that opens it.
+
+    Time is the host's wall clock (the one clock all processes share); a stored time more
+    than the horizon ahead (a clock stepped back) is forgotten rather than waited for.
+    Rows whose time has passed are pruned every ``prune_every`` seconds::
+
+        backend = SQLiteBackend("/tmp/limits.sqlite3", namespace="uploads")
+    """
+
+    __slots__ = ("_clock", "_conn", "_last_prune", "_lock", "_pid", "busy_timeout", "namespace", "path", "prune_every")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        namespace: str = "ratelimit-client",
+        busy_timeout: float = 5.0,
+        prune_every: float = 60.0,
+        clock: typing.Callable[[], float] = time.time,
+    ) -> None:
+        self.path = pathlib.Path(path) if path is not None else default_sqlite_path()
+        self.namespace = namespace
+        self.busy_timeout = busy_timeout
+        self.prune_every = prune_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._last_prune = -float("inf")
+        with self._lock:
+            self._connection()  # fail at construction on a bad file, not at the first request
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend path={str(self.path)!r} namespace={self.namespace!r}>"
+
+    def reserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation:
+        with self._transaction() as (conn, now):
+            decision = _gcra.reserve(
+                [self._read(conn, k) for k in keys], buckets, now, max_wait=max_wait, horizon=horizon_for(buckets)
+            )
+            if decision.states is None:
+                return Reservation(decision.wait, granted=False)
+            self._write(conn, zip(keys, decision.states, strict=True))
+            if now - self._last_prune >= self.prune_every:
+                self._last_prune = now
+                conn.execute(_PRUNE, (self.namespace, now))
+        return Reservation(decision.wait, True, tuple(keys), decision.charges)
+
+    def cancel(self, reservation: Reservation) -> None:
+        with self._transaction() as (conn, now):
+            states = []
+            for key, charge in zip(reservation.keys, reservation.charges, strict=True):
+                state = _gcra.cancel(self._read(conn, key), charge, now)
+                if state is not None:
+                    states.append((key, state))
+            self._write(conn, states)
+
+    def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
+        with self._transaction() as (conn, now):
+            horizon = horizon_for(buckets)
+            self._write(
+                conn,
+                [
+                    (key, _gcra.pause(_gcra._fresh(self._read(conn, key), now, horizon), bucket, now + seconds, now))
+                    for key, bucket in zip(keys, buckets, strict=True)
+                ],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # A transaction is ~20-100 µs, but waits up to ``busy_timeout`` behind another
+    # process's: a worker thread keeps that wait off the event loop.
+    async def areserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
+    ) -> Reservation:
+        return await anyio.to_thread.run_sync(lambda: self.reserve(keys, buckets, max_wait=max_wait))
+
+    async def acancel(self, reservation: Reservation) -> None:
+        await anyio.to_thread.run_sync(self.cancel, reservation)
+
+    async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
+        await anyio.to_thread.run_sync(self.pause, keys, buckets, seconds)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        # A connection must not cross a fork: the child opens its own.
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit, so BEGIN IMMEDIATE below is the only
+            # transaction and the read happens inside it.
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from exc
+        try:
+            # The busy timeout is connect()'s ``timeout``: a locked file is waited for, then
+            # reported. WAL: readers never block the writer; NORMAL: durable enough for a rate limit
+            # (a power cut may lose the last reservations, never corrupt the file).
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc) from exc
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> typing.Iterator[tuple[sqlite3.Connection, float]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                # The clock is read once the write lock is held, so stored times only grow
+                # in the order the transactions commit.
+                yield conn, self._clock()
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise self._error(exc) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, conn: sqlite3.Connection, key: str) -> _gcra.KeyState | None:
+        row = conn.execute(_SELECT, (self.namespace, key)).fetchone()
+        if row is None:
+            return None
+        tat, holes = row
+        return _gcra.KeyState(float(tat), _decode_holes(holes))
+
+    def _write(self, conn: sqlite3.Connection, states: typing.Iterable[tuple[str, _gcra.KeyState]]) -> None:
+        conn.executemany(
+            _UPSERT, [(self.namespace, key, state.tat, _encode_holes(state.holes)) for key, state in states]
+        )
+
+    def _error(self, exc: BaseException) -> BackendError:
+        return BackendError(f"SQLite backend {str(self.path)!r}: {exc}")
+
+
+def _encode_holes(holes: tuple[tuple[float, float], ...]) -> str:
+    # repr() round-trips a float exactly: cancel() compares stored times for equality.
+    return " ".join(f"{written!r} {before!r}" for written, before in holes)
+
+
+def _decode_holes(text: str) -> tuple[tuple[float, float], ...]:
+    numbers = [float(part) for part in text.split()]
+    return tuple(zip(numbers[::2], numbers[1::2], strict=True))
