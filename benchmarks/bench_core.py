@@ -1,0 +1,280 @@
+"""Core benchmarks (issue 2): what the limiter and the transport cost when nothing waits.
+
+1. One uncontended limiter acquire, as the transport does it per request (derive the
+   storage keys, then ``MemoryBackend.reserve``/``areserve`` under a generous rate),
+   against aiolimiter's ``AsyncLimiter.acquire()`` (generous rate) and a bare
+   ``time.monotonic()`` call as the floor.
+2. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
+   (generous limit: no request waits) against bare httpx, on a uvicorn server on
+   127.0.0.1 in another process, with keep-alive and the same client set-up.
+
+The machine is noisy, so every variant runs in every round, in a shuffled order, and the
+report gives medians over rounds and the median of the per-round ratios (each round's
+variants ran back to back, under the same noise)::
+
+    python benchmarks/bench_core.py                   # the figures in RESULTS.md
+    python benchmarks/bench_core.py --rounds 5 --requests 300 --acquires 20000  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+
+import aiolimiter
+import anyio
+import anyio.to_thread
+import httpx
+
+import ratelimit_client
+from ratelimit_client import AsyncRateLimitTransport, MemoryBackend, Rate, RateLimitTransport
+from ratelimit_client._limiter import Limit, Limiter
+
+Runner = typing.Callable[[int], typing.Awaitable[None]]
+API_KEY = "bench-secret-key"
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+# Far more than any loop here can ask for: no acquire ever waits.
+GENEROUS = Rate(1_000_000_000, 1)
+GENEROUS_BURST = 1_000_000
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    run: Runner  # performs ``n`` operations
+    samples: list[float] = dataclasses.field(default_factory=list)  # seconds per operation, per round
+
+
+async def interleave(variants: list[Variant], *, rounds: int, n: int, seed: int) -> None:
+    """Run every variant once per round, in a fresh random order each round."""
+    order = random.Random(seed)
+    for variant in variants:  # warm-up: connections, caches, the local-IP lookup
+        await variant.run(max(1, n // 10))
+    for _ in range(rounds):
+        shuffled = variants[:]
+        order.shuffle(shuffled)
+        for variant in shuffled:
+            gc.collect()
+            start = time.perf_counter()
+            await variant.run(n)
+            variant.samples.append((time.perf_counter() - start) / n)
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.3f}" if seconds < 1e-5 else f"{seconds * 1e6:.1f}"
+
+
+def _ratios(a: Variant, b: Variant) -> list[float]:
+    return [x / y for x, y in zip(a.samples, b.samples, strict=True)]
+
+
+def table(variants: list[Variant], reference: Variant) -> list[str]:
+    lines = [
+        f"| variant | median µs/op | min-max µs/op | ratio to {reference.name} (median of per-round ratios) |",
+        "|---|---:|---:|---:|",
+    ]
+    for v in variants:
+        ratio = statistics.median(_ratios(v, reference))
+        spread = f"{_us(min(v.samples))}-{_us(max(v.samples))}"
+        lines.append(f"| {v.name} | {_us(statistics.median(v.samples))} | {spread} | {ratio:.3f} |")
+    return lines
+
+
+def overhead(ours: Variant, bare: Variant) -> str:
+    ratios = _ratios(ours, bare)
+    extra = [x - y for x, y in zip(ours.samples, bare.samples, strict=True)]
+    return (
+        f"{ours.name}: overhead {100 * (statistics.median(ratios) - 1):+.1f} % "
+        f"(per-round ratios {min(ratios):.3f}-{max(ratios):.3f}), "
+        f"{statistics.median(extra) * 1e6:+.1f} µs per request"
+    )
+
+
+# -- 1. limiter acquire -------------------------------------------------------------------
+
+
+async def bench_acquire(args: argparse.Namespace) -> list[str]:
+    limiter = Limiter([Limit(GENEROUS, burst=GENEROUS_BURST)], namespace="bench")
+    buckets = limiter.buckets
+    backend = MemoryBackend()
+    sync_backend = MemoryBackend()
+    bucket = aiolimiter.AsyncLimiter(GENEROUS.requests, GENEROUS.per_seconds)
+    clock = time.monotonic
+    ip = "127.0.0.1"
+    waited: list[float] = []
+
+    async def floor(n: int) -> None:
+        for _ in range(n):
+            clock()
+
+    async def aiolimiter_acquire(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire()
+
+    async def ours_async(n: int) -> None:
+        for _ in range(n):
+            reservation = await backend.areserve(limiter.keys(ip, limiter.key_id(API_KEY)), buckets, max_wait=None)
+            if reservation.wait > 0:
+                waited.append(reservation.wait)
+
+    async def ours_sync(n: int) -> None:
+        for _ in range(n):
+            reservation = sync_backend.reserve(limiter.keys(ip, limiter.key_id(API_KEY)), buckets, max_wait=None)
+            if reservation.wait > 0:
+                waited.append(reservation.wait)
+
+    reference = Variant("aiolimiter AsyncLimiter.acquire()", aiolimiter_acquire)
+    variants = [
+        Variant("time.monotonic() floor", floor),
+        reference,
+        Variant("ours: keys + MemoryBackend.areserve", ours_async),
+        Variant("ours: keys + MemoryBackend.reserve (sync)", ours_sync),
+    ]
+    await interleave(variants, rounds=args.rounds, n=args.acquires, seed=args.seed)
+    if waited:
+        raise RuntimeError(f"{len(waited)} acquires waited: the rate is not generous enough")
+    return [
+        f"Acquire, {args.acquires} per variant per round, {args.rounds} rounds (asyncio):",
+        "",
+        *table(variants, reference),
+    ]
+
+
+# -- 2. transport per-request cost -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    server = Path(__file__).with_name("bench_core_server.py")
+    process = subprocess.Popen([sys.executable, str(server), str(port)])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the benchmark server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return process
+    process.kill()
+    raise RuntimeError("the benchmark server did not start within 20 s")
+
+
+def _options() -> dict[str, typing.Any]:
+    # Everything else is the default a user gets: memory backend, default retry policy,
+    # the API key from the Authorization header, the local IP found (once) by the transport.
+    return {"rate": GENEROUS, "burst": GENEROUS_BURST}
+
+
+async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    sync_bare = httpx.Client(transport=httpx.HTTPTransport(limits=limits), headers=AUTH)
+    sync_transport = RateLimitTransport(httpx.HTTPTransport(limits=limits), **_options())
+    async_transport = AsyncRateLimitTransport(httpx.AsyncHTTPTransport(limits=limits), **_options())
+    sync_ours = httpx.Client(transport=sync_transport, headers=AUTH)
+    async with (
+        httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(limits=limits), headers=AUTH) as async_bare,
+        httpx.AsyncClient(transport=async_transport, headers=AUTH) as async_ours,
+    ):
+
+        def run_async(client: httpx.AsyncClient) -> Runner:
+            async def run(n: int) -> None:
+                for _ in range(n):
+                    (await client.get(url)).raise_for_status()
+
+            return run
+
+        def run_sync(client: httpx.Client) -> Runner:
+            def block(n: int) -> None:
+                for _ in range(n):
+                    client.get(url).raise_for_status()
+
+            async def run(n: int) -> None:
+                # In a worker thread: one hop per round, not per request.
+                await anyio.to_thread.run_sync(block, n)
+
+            return run
+
+        a_bare = Variant("httpx.AsyncClient, bare", run_async(async_bare))
+        a_ours = Variant("httpx.AsyncClient + AsyncRateLimitTransport", run_async(async_ours))
+        s_bare = Variant("httpx.Client, bare", run_sync(sync_bare))
+        s_ours = Variant("httpx.Client + RateLimitTransport", run_sync(sync_ours))
+        variants = [a_bare, a_ours, s_bare, s_ours]
+        try:
+            await interleave(variants, rounds=args.rounds, n=args.requests, seed=args.seed)
+        finally:
+            await anyio.to_thread.run_sync(sync_bare.close)
+            await anyio.to_thread.run_sync(sync_ours.close)
+        for transport in (sync_transport, async_transport):
+            stats = transport.statistics()
+            if stats.slot_waits or stats.retries:
+                raise RuntimeError(f"the transport waited or retried: {stats}")
+    return [
+        f"Transport, GET {url} (keep-alive, 1 connection), {args.requests} requests per variant "
+        f"per round, {args.rounds} rounds ({args.backend}):",
+        "",
+        *table(variants, a_bare),
+        "",
+        f"- {overhead(a_ours, a_bare)}",
+        f"- {overhead(s_ours, s_bare)}",
+    ]
+
+
+def machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    except OSError:
+        model = platform.processor() or "?"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, {platform.system()} {platform.release()}, "
+        f"{os.cpu_count()} CPUs ({model}), load average {load}; httpx {httpx.__version__}, "
+        f"aiolimiter {aiolimiter.__version__}, ratelimit-client {ratelimit_client.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--acquires", type=int, default=50_000, help="acquires per variant per round")
+    parser.add_argument("--requests", type=int, default=1000, help="HTTP requests per variant per round")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="for the transport part")
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--skip", choices=("acquire", "transport"), help="leave one part out")
+    args = parser.parse_args()
+
+    print(f"Machine: {machine()}\n")
+    if args.skip != "acquire":
+        # aiolimiter is asyncio-only, so the acquire part always runs on asyncio.
+        print("\n".join(anyio.run(bench_acquire, args, backend="asyncio")), "\n", flush=True)
+    if args.skip != "transport":
+        port = free_port()
+        server = start_server(port)
+        try:
+            lines = anyio.run(bench_transport, args, f"http://127.0.0.1:{port}/", backend=args.backend)
+        finally:
+            server.terminate()
+            server.wait(10)
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
