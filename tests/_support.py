@@ -9,7 +9,7 @@ import httpx
 
 from ratelimit_client import AsyncRateLimitTransport, MemoryBackend, RateLimitTransport, RetryPolicy
 
-__all__ = ["FAST", "FakeClock", "Harness"]
+__all__ = ["FAST", "URL", "FakeClock", "Harness", "Recorder"]
 
 # Tiny backoff, so a test never waits on the wall clock for a computed delay.
 FAST = RetryPolicy(backoff_base=0.001, backoff_max=0.002, throttle_attempts=4, failure_attempts=4)
@@ -45,7 +45,9 @@ class Harness:
     server-told waits of minutes cost nothing and can be checked exactly.
     """
 
-    def __init__(self, mode: str, handler: typing.Callable[[httpx.Request], typing.Any], **options: typing.Any) -> None:
+    def __init__(
+        self, mode: str, handler: typing.Callable[[httpx.Request], typing.Any] | Recorder, **options: typing.Any
+    ) -> None:
         self.mode = mode
         self.clock = FakeClock()
         self.backend = MemoryBackend(clock=self.clock)
@@ -57,7 +59,7 @@ class Harness:
             "retry": FAST,
         }
         settings.update(options)
-        inner = httpx.MockTransport(handler)
+        inner = handler if isinstance(handler, Recorder) else httpx.MockTransport(handler)
         self.transport: RateLimitTransport | AsyncRateLimitTransport
         if mode == "sync":
             self.transport = RateLimitTransport(inner, **settings)
@@ -68,7 +70,17 @@ class Harness:
 
     async def request(self, method: str = "GET", url: str = URL, **kwargs: typing.Any) -> httpx.Response:
         """Send through the transport (as httpx's client would) and read the response."""
-        request = httpx.Request(method, url, **kwargs)
+        return await self.arun(httpx.Request(method, url, **kwargs))
+
+    def run(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the sync transport."""
+        assert isinstance(self.transport, RateLimitTransport)
+        response = self.transport.handle_request(request)
+        response.read()
+        return response
+
+    async def arun(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through either transport."""
         if isinstance(self.transport, RateLimitTransport):
             response = self.transport.handle_request(request)
             response.read()
@@ -76,3 +88,45 @@ class Harness:
             response = await self.transport.handle_async_request(request)
             await response.aread()
         return response
+
+
+class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An inner transport that reads each body from its stream, as a socket would.
+
+    httpx's MockTransport (so respx too) caches the first read of a body on the Request,
+    which would hide a retry that sends an exhausted stream. ``replies`` are used in turn:
+    a response, an exception (raised after the whole body was read) or a
+    ``(bytes_read, exception)`` pair (the connection drops after that much of the body).
+    ``bodies`` holds what each attempt delivered; ``during`` runs inside every attempt.
+    """
+
+    def __init__(self, replies: list[httpx.Response | Exception | tuple[int, Exception]]) -> None:
+        self.replies = list(replies)
+        self.bodies: list[bytes] = []
+        self.during: typing.Callable[[], None] | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        return self._reply(iter(request.stream))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        chunks = [chunk async for chunk in request.stream]
+        return self._reply(iter(chunks))
+
+    def _reply(self, chunks: typing.Iterator[bytes]) -> httpx.Response:
+        if self.during is not None:
+            self.during()
+        reply = self.replies.pop(0)
+        limit = reply[0] if isinstance(reply, tuple) else None
+        body = b""
+        for chunk in chunks:
+            body += chunk
+            if limit is not None and len(body) >= limit:
+                break
+        self.bodies.append(body)
+        if isinstance(reply, tuple):
+            raise reply[1]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
