@@ -5,12 +5,23 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 import threading
 import typing
 
 import httpx
 
-__all__ = ["Event", "EventKind", "Monitor", "Status", "TransportStatistics", "redact_url"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "Monitor",
+    "RedactingFilter",
+    "Status",
+    "TransportStatistics",
+    "install_log_filter",
+    "redact_text",
+    "redact_url",
+]
 
 logger = logging.getLogger("ratelimit_client")
 # A library leaves output to the application: without this, Python's last-resort handler
@@ -75,6 +86,53 @@ def redact_url(url: httpx.URL) -> str:
 
 def describe(request: httpx.Request) -> str:
     return f"{request.method} {redact_url(request.url)}"
+
+
+# A query parameter's value (up to the next separator) and a URL's user info, in free text.
+_QUERY_VALUE = re.compile(r"""([?&][^=&#\s"'<>]+=)[^&#\s"'<>]*""")
+_USERINFO = re.compile(r"""([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s"'<>]+@""")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's query values masked and its user info removed."""
+    return _QUERY_VALUE.sub(rf"\1{_MASK}", _USERINFO.sub(r"\1", text))
+
+
+class RedactingFilter(logging.Filter):
+    """Masks query-string values and user info of URLs in log records.
+
+    httpx masks the ``Authorization`` header but logs each request's full URL at INFO
+    (``HTTP Request: GET https://…?api_key=…``); the transports install this filter on
+    the ``httpx`` logger so that credentials in query strings never reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {name: _redact_arg(arg) for name, arg in record.args.items()}
+        return True
+
+
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, httpx.URL):
+        return redact_url(arg)
+    if isinstance(arg, str):
+        return redact_text(arg)
+    return arg
+
+
+_install_lock = threading.Lock()
+
+
+def install_log_filter(name: str = "httpx") -> None:
+    """Add a :class:`RedactingFilter` to logger ``name`` unless it already has one."""
+    target = logging.getLogger(name)
+    with _install_lock:
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())
 
 
 class Monitor:

@@ -19,7 +19,7 @@ from ._body import DEFAULT_SPOOL_THRESHOLD
 from ._config import Settings, load_settings
 from ._effects import AsyncIO, Effect, SyncIO
 from ._engine import Engine
-from ._events import Event, Monitor, Status, TransportStatistics
+from ._events import Event, Monitor, Status, TransportStatistics, install_log_filter
 from ._exceptions import ConfigError
 from ._limiter import Limit, Limiter
 from ._rate import Rate, ServerCounting
@@ -57,6 +57,8 @@ class _Shared:
             raise ConfigError("backend", backend, "a backend URL or a Backend object")
         if not isinstance(spool_threshold, int) or spool_threshold < 0:
             raise ConfigError("spool_threshold", spool_threshold, "a number of bytes, 0 or more")
+        # httpx logs full URLs: mask query-string credentials before any request is made.
+        install_log_filter("httpx")
         self.settings: Settings = load_settings(
             config_file=config_file,
             tier=tier,
