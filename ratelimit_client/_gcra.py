@@ -126,7 +126,13 @@ def pause(state: KeyState | None, bucket: Bucket, until: float, now: float) -> K
     floor = until + bucket.tolerance - bucket.interval
     if state is None:
         return KeyState(max(floor, now))
-    return KeyState(max(state.tat, floor), _live_holes(state.holes, now))
+    if state.tat >= floor:
+        # The queue already reaches past the pause, but cancelling it must not undo the
+        # pause: a tat one ulp higher matches no pending charge, so cancels leave holes
+        # instead of rolling the tat back below ``floor``. The old holes can never match
+        # again either, so they go.
+        return KeyState(math.nextafter(state.tat, math.inf))
+    return KeyState(floor)
 
 
 def _live_holes(holes: tuple[tuple[float, float], ...], now: float) -> tuple[tuple[float, float], ...]:
