@@ -51,10 +51,32 @@ class _SpoolStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     def __iter__(self) -> typing.Iterator[bytes]:
         yield from self._spool.chunks()
 
-    async def __aiter__(self) -> typing.AsyncIterator[bytes]:
+    def __aiter__(self) -> typing.AsyncIterator[bytes]:
+        return _AsyncChunks(self._spool.chunks())
+
+
+class _AsyncChunks:
+    """Async iteration over a spool's chunks.
+
+    Not an async generator: when a connection drops mid-upload the sender stops
+    iterating, and an abandoned async generator needs an event-loop finaliser (trio
+    reports it as an unraisable error); a plain iterator needs nothing.
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: typing.Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> _AsyncChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
         # Reads of at most 64 KiB from memory or the page cache: short enough for the loop.
-        for chunk in self._spool.chunks():
-            yield chunk
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
 class Replay:

@@ -1,0 +1,166 @@
+"""End to end, over real sockets on 127.0.0.1: uvicorn serving a rate-limited API, and a
+bare server that drops a connection mid-upload.
+
+The server counts what it saw; nothing here measures the client's own timing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import typing
+
+import anyio
+import httpx
+import pytest
+from _servers import DroppingUploadServer, ServerThread, SlidingLogApp, max_in_window
+
+from ratelimit_client import (
+    AsyncRateLimitTransport,
+    MemoryBackend,
+    NetworkFailure,
+    RateLimitTransport,
+    RequestStats,
+    RetryPolicy,
+)
+
+LIMIT, WINDOW = 10, 1.0  # the server's quota: 10 requests in any second
+REQUESTS = 20
+FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
+
+
+def _body(n: int) -> bytes:
+    return f"report {n} ".encode() * 50
+
+
+def _check_server(app: SlidingLogApp) -> None:
+    """Every request arrived once and whole, and never more than the quota in any window."""
+    assert sorted(app.bodies) == sorted(str(n) for n in range(REQUESTS))
+    assert all(app.bodies[str(n)] == _body(n) for n in range(REQUESTS))
+    assert len(app.admitted) == REQUESTS
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_clients_stay_under_the_server_limit(serve: typing.Callable[..., ServerThread]) -> None:
+    app = SlidingLogApp(LIMIT, WINDOW)
+    server = serve(app)
+    # The default pacing (burst 1, 9 per second) is safe against a sliding log of 10/s.
+    transport = AsyncRateLimitTransport(rate=f"{LIMIT}/second", backend=MemoryBackend(), retry=FAST)
+    results: dict[int, httpx.Response] = {}
+
+    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
+
+        async def report(n: int) -> None:
+            results[n] = await client.post("/report", content=_body(n), headers={"X-Request-Id": str(n)})
+
+        async with anyio.create_task_group() as tg:
+            for n in range(REQUESTS):
+                tg.start_soon(report, n)
+
+    assert all(r.status_code == 200 for r in results.values())
+    assert len(results) == REQUESTS
+    _check_server(app)
+    assert max_in_window(app.arrivals, WINDOW) <= LIMIT
+    assert app.refused == 0
+    assert transport.statistics().throttled == 0
+
+
+def test_threads_sharing_the_sync_transport_stay_under_the_server_limit(
+    serve: typing.Callable[..., ServerThread],
+) -> None:
+    app = SlidingLogApp(LIMIT, WINDOW)
+    server = serve(app)
+    transport = RateLimitTransport(rate=f"{LIMIT}/second", backend=MemoryBackend(), retry=FAST)
+
+    with httpx.Client(transport=transport, base_url=server.url) as client:
+
+        def report(n: int) -> int:
+            return client.post("/report", content=_body(n), headers={"X-Request-Id": str(n)}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(report, range(REQUESTS)))
+
+    assert statuses == [200] * REQUESTS
+    _check_server(app)
+    assert max_in_window(app.arrivals, WINDOW) <= LIMIT
+    assert app.refused == 0
+
+
+@pytest.mark.anyio
+async def test_a_client_too_fast_for_the_server_obeys_retry_after_and_loses_nothing(
+    serve: typing.Callable[..., ServerThread],
+) -> None:
+    app = SlidingLogApp(LIMIT, WINDOW)
+    server = serve(app)
+    # Told the server is twice as generous as it is: it will draw 429s and must recover.
+    transport = AsyncRateLimitTransport(
+        rate=f"{2 * LIMIT}/second", burst=LIMIT, server_counting="token_bucket", backend=MemoryBackend(), retry=FAST
+    )
+    results: dict[int, httpx.Response] = {}
+
+    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
+
+        async def report(n: int) -> None:
+            results[n] = await client.post("/report", content=_body(n), headers={"X-Request-Id": str(n)})
+
+        async with anyio.create_task_group() as tg:
+            for n in range(REQUESTS):
+                tg.start_soon(report, n)
+
+    assert sorted(results) == list(range(REQUESTS))
+    assert all(r.status_code == 200 for r in results.values())
+    _check_server(app)
+    statistics = transport.statistics()
+    assert app.refused > 0  # the scenario did exercise the 429 path
+    assert statistics.throttled == app.refused
+    # The shared pause keeps retries from multiplying traffic: far fewer than one 429 per request each round.
+    assert app.refused < REQUESTS
+    attempts = [typing.cast("RequestStats", r.extensions["ratelimit_client"]).attempts for r in results.values()]
+    assert sum(attempts) == len(app.arrivals)
+
+
+PAYLOAD = b"".join(hashlib.sha256(str(n).encode()).digest() for n in range(32 * 1024))  # 1 MiB
+
+
+def _chunks() -> typing.Iterator[bytes]:
+    for start in range(0, len(PAYLOAD), 65536):
+        yield PAYLOAD[start : start + 65536]
+
+
+async def _achunks() -> typing.AsyncIterator[bytes]:
+    for chunk in _chunks():
+        yield chunk
+
+
+def test_a_generator_upload_cut_mid_way_is_delivered_whole_on_retry() -> None:
+    with DroppingUploadServer(drop_after=200_000) as server:
+        transport = RateLimitTransport(rate="100/second", backend=MemoryBackend(), retry=FAST)
+        with httpx.Client(transport=transport) as client:
+            response = client.put(f"{server.url}/files/model.bin", content=_chunks())
+    assert response.text == hashlib.sha256(PAYLOAD).hexdigest()
+    assert server.dropped == 1
+    assert server.received == [PAYLOAD]
+    assert typing.cast("RequestStats", response.extensions["ratelimit_client"]).attempts == 2
+
+
+@pytest.mark.anyio
+async def test_an_async_iterator_upload_cut_mid_way_is_delivered_whole_on_retry() -> None:
+    with DroppingUploadServer(drop_after=200_000) as server:
+        transport = AsyncRateLimitTransport(rate="100/second", backend=MemoryBackend(), retry=FAST)
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.post(
+                f"{server.url}/files", content=_achunks(), headers={"Idempotency-Key": "upload-1"}
+            )
+    assert response.text == hashlib.sha256(PAYLOAD).hexdigest()
+    assert (server.dropped, server.received) == (1, [PAYLOAD])
+
+
+def test_a_post_cut_mid_way_is_not_replayed_and_says_so() -> None:
+    with DroppingUploadServer(drop_after=200_000) as server:
+        transport = RateLimitTransport(rate="100/second", backend=MemoryBackend(), retry=FAST)
+        with httpx.Client(transport=transport) as client, pytest.raises(NetworkFailure) as caught:
+            client.post(f"{server.url}/files", content=_chunks())
+    assert "may or may not have been processed" in str(caught.value)
+    assert caught.value.attempts == 1
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
+    assert (server.dropped, server.received) == (1, [])
