@@ -39,6 +39,8 @@ _DATE_FORMATS = (
 # Epoch readings below this are deltas (about 2001-09-09 in seconds).
 _EPOCH_SECONDS_MIN = 1e9
 _EPOCH_MS_MIN = 1e12
+# Fields holding one value: HTTP-dates contain a comma, so repeats cannot be joined.
+_SINGLETONS = frozenset({"date", "retry-after", "retry-after-ms", "x-ms-retry-after-ms"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,8 +146,15 @@ def server_wait(
         if len(value) > _MAX_FIELD:
             continue
         key = name.lower()
-        # Repeated fields combine as a list (RFC 9110 §5.3).
-        fields[key] = f"{fields[key]}, {value}" if key in fields else value
+        if key not in fields:
+            fields[key] = value
+        elif key in _SINGLETONS:
+            # A singleton sent twice: a copy (proxies do that) is fine; two different
+            # values are ambiguous, so neither is trusted.
+            fields[key] = value if fields[key] == value else ""
+        else:
+            # Repeated fields combine as a list (RFC 9110 §5.3).
+            fields[key] = f"{fields[key]}, {value}"
 
     server_now = parse_http_date(fields["date"]) if "date" in fields else None
     readers: tuple[tuple[str, typing.Callable[[str], float | None]], ...] = (
