@@ -8,6 +8,7 @@ import typing
 __all__ = ["RetryBudget", "full_jitter"]
 
 _MAX_EXPONENT = 60  # 2**60 exceeds any sane cap; larger exponents would only overflow
+_EPSILON = 1e-9  # deposits of a decimal ratio (0.2) add up a few ulps short of whole retries
 
 
 def full_jitter(attempt: int, *, base: float, cap: float, random: typing.Callable[[], float]) -> float:
@@ -47,10 +48,10 @@ class RetryBudget:
         else:
             self._floor = min(cap, self._floor + max(0.0, now - self._floor_at) * self.min_per_second)
         self._floor_at = now
-        if self._balance >= 1.0:
+        if self._balance >= 1.0 - _EPSILON:
             self._balance -= 1.0
             return True
-        if self._floor >= 1.0:
+        if self._floor >= 1.0 - _EPSILON:
             self._floor -= 1.0
             return True
         return False
