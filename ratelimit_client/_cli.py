@@ -1,0 +1,230 @@
+"""The ``ratelimit-client`` command: ``simulate``, ``serve`` and ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import typing
+
+from ._config import load_settings
+from ._exceptions import ConfigError
+from ._rate import pacing_for, parse_rate
+
+__all__ = ["main"]
+
+
+def _outage(value: str) -> tuple[float, float]:
+    at, sep, seconds = value.partition(":")
+    try:
+        parsed = (float(at), float(seconds))
+    except ValueError:
+        parsed = (-1.0, 0.0)
+    if not sep or parsed[0] < 0 or parsed[1] <= 0:
+        raise argparse.ArgumentTypeError(f"expected AT:SECONDS such as 5:3, got {value!r}")
+    return parsed
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {value!r}")
+    return share
+
+
+def _rate(value: str) -> str:
+    try:
+        parse_rate(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _schedule(value: str) -> tuple[float, str]:
+    at, sep, rate = value.partition("=")
+    try:
+        return float(at), _rate(rate) if sep else _rate("")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SECONDS=RATE such as 30=20/minute, got {value!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .server._counting import MODES  # noqa: PLC0415 - keeps `config` free of server imports
+
+    parser = argparse.ArgumentParser(
+        prog="ratelimit-client", description="A rate-limited, retrying httpx transport: simulate, serve, config."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("simulate", help="N processes upload through one API key to an emulated rate-limited API")
+    sim.add_argument("--workers", type=int, default=15, help="uploader processes (default 15)")
+    sim.add_argument(
+        "--rate",
+        type=_rate,
+        default="50/second",
+        help="the server's quota per IP+key (default 50/second: the free tier, 60x faster)",
+    )
+    sim.add_argument("--client-rate", type=_rate, help="the quota the clients are told (default: --rate)")
+    sim.add_argument("--duration", type=float, default=10.0, help="seconds of uploading (default 10)")
+    sim.add_argument("--mode", choices=MODES, default="gcra", help="how the server counts (default gcra)")
+    sim.add_argument("--backend", help="the library's backend URL (default: the configured one)")
+    sim.add_argument("--keys", type=int, default=1, help="API keys to spread the workers over")
+    sim.add_argument("--ips", type=int, default=1, help="source addresses 127.0.0.1..N to spread the workers over")
+    sim.add_argument("--outage", type=_outage, help="cut the server AT seconds in, for SECONDS")
+    sim.add_argument("--compare", action="store_true", help="also run httpx+tenacity, aiolimiter, pyrate-limiter")
+    sim.add_argument("--plot", metavar="FILE.png", help="draw admitted requests per second (needs matplotlib)")
+    sim.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    sim.add_argument("--quiet", action="store_true", help="no live progress")
+
+    srv = commands.add_parser("serve", help="run the emulated rate-limited upload API")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--rate", type=_rate, help="quota for every key (default: the tiers)")
+    srv.add_argument("--paid-key", action="append", default=[], metavar="KEY", help="an API key on the paid tier")
+    srv.add_argument("--mode", choices=MODES, default="gcra")
+    srv.add_argument("--scope", action="append", choices=("ip+key", "key", "ip"), help="identities limited")
+    srv.add_argument("--count-rejected", action="store_true", help="refused attempts count against the quota")
+    srv.add_argument("--schedule", type=_schedule, action="append", default=[], metavar="SECONDS=RATE")
+    srv.add_argument("--headers", choices=("none", "ietf", "x-ratelimit"), default="none")
+    srv.add_argument("--fractional-retry-after", action="store_true", help="Retry-After with decimals")
+    srv.add_argument("--trusted-proxy", action="append", default=[], metavar="NET")
+    srv.add_argument("--max-keys", type=int, default=100_000)
+    srv.add_argument("--max-body", type=int, default=64 * 1024 * 1024, metavar="BYTES")
+    srv.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
+    srv.add_argument("--error-rate", type=_share, default=0.0, help="share of requests answered 503")
+    srv.add_argument("--drop-rate", type=_share, default=0.0, help="share of connections dropped")
+    srv.add_argument("--outage", type=_outage, action="append", default=[], metavar="AT:SECONDS")
+
+    cfg = commands.add_parser("config", help="print the effective configuration and where each value came from")
+    cfg.add_argument("--config-file", help="a TOML file (default: $RATELIMIT_CLIENT_CONFIG)")
+    cfg.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: typing.Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "serve":
+            return _serve(args)
+        return _config(args)
+    except ConfigError as exc:
+        print(f"ratelimit-client: {exc}", file=sys.stderr)
+        return 2
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from ._simulate import SimulationConfig, available_kinds, format_table, plot, run_simulation  # noqa: PLC0415
+
+    kinds = available_kinds() if args.compare else ("ratelimit-client",)
+    config = SimulationConfig(
+        workers=args.workers,
+        rate=args.rate,
+        client_rate=args.client_rate,
+        duration=args.duration,
+        mode=args.mode,
+        backend=args.backend,
+        keys=args.keys,
+        ips=args.ips,
+        outage=args.outage,
+        kinds=kinds,
+    )
+    progress = None if args.quiet else sys.stderr
+    if progress is not None:
+        backend = config.effective_backend
+        print(
+            f"simulate: {config.workers} processes, {config.keys} key(s), {config.ips} IP(s); server quota "
+            f"{config.quota} per IP+key counted by {config.mode}; backend {backend}; {config.duration:g} s",
+            file=progress,
+        )
+        if backend.startswith("memory") and config.workers > 1:
+            print("simulate: note: memory:// is per process, so the processes do not share one limit", file=progress)
+    summaries = run_simulation(config, progress)
+    if args.plot:
+        plot(summaries, config.quota.per_second, args.plot)
+    if args.json:
+        out = {"config": _jsonable(dataclasses.asdict(config)), "runs": [s.to_json() for s in summaries]}
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(summaries))
+        for summary in summaries:
+            for error in summary.errors:
+                print(f"{summary.kind}: worker error: {error}", file=sys.stderr)
+    return 1 if any(s.errors for s in summaries) else 0
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415
+
+    from .server import Faults, ServerConfig, serve  # noqa: PLC0415
+
+    settings = load_settings()
+    tiers: dict[str, typing.Any] = dict(settings.tiers)
+    if args.rate:
+        tiers = {"default": parse_rate(args.rate)}
+    config = ServerConfig(
+        tiers=tiers,
+        keys=dict.fromkeys(args.paid_key, "paid") if not args.rate else {},
+        default_tier="default" if args.rate else settings.tier,
+        scopes=tuple(args.scope or ("ip+key",)),
+        mode=args.mode,
+        count_rejected=args.count_rejected,
+        schedule=tuple(args.schedule),
+        headers=args.headers,
+        retry_after="fractional" if args.fractional_retry_after else "seconds",
+        trusted_proxies=tuple(args.trusted_proxy),
+        max_keys=args.max_keys,
+        max_body=args.max_body,
+        faults=Faults(args.latency, args.error_rate, args.drop_rate, tuple(args.outage)),
+    )
+
+    def ready(server: typing.Any) -> None:
+        print(f"ratelimit-client serve: listening on {server.url} (mode {config.mode})", file=sys.stderr, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(lambda: serve(config, host=args.host, port=args.port, on_ready=ready, log_level="warning"))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    settings = load_settings(config_file=args.config_file)
+    pacing = pacing_for(settings.quota, burst=settings.burst, server=settings.server_counting)
+    rows: list[tuple[str, str, str]] = [
+        ("tier", settings.tier, settings.sources["tier"]),
+        ("tiers", ", ".join(f"{n}={r}" for n, r in settings.tiers.items()), settings.sources["tiers"]),
+        ("rate", "-" if settings.rate is None else str(settings.rate), settings.sources["rate"]),
+        ("quota", str(settings.quota), "rate" if settings.rate is not None else "tier"),
+        ("burst", "-" if settings.burst is None else str(settings.burst), settings.sources["burst"]),
+        ("server_counting", settings.server_counting, settings.sources["server_counting"]),
+        ("pacing", f"{pacing.rate} burst {pacing.burst}", "quota, burst, server_counting"),
+        ("backend", settings.backend, settings.sources["backend"]),
+        ("namespace", settings.namespace, settings.sources["namespace"]),
+        ("max_wait", "-" if settings.max_wait is None else f"{settings.max_wait:g}", settings.sources["max_wait"]),
+    ]
+    for field in dataclasses.fields(settings.retry):
+        rows.append(
+            (f"retry.{field.name}", str(getattr(settings.retry, field.name)), settings.sources[f"retry.{field.name}"])
+        )
+    if args.json:
+        print(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=2))
+        return 0
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {source}")
+    return 0
