@@ -168,25 +168,49 @@ def load_settings(
     :class:`RetryPolicy`). ``environ`` defaults to ``os.environ``.
     """
     environ = os.environ if environ is None else environ
-    raw: Raw = {}
+    layers: list[Raw] = [{}, {}, {}]  # file, environment, arguments
     retry_raw: Raw = {}
     path = config_file if config_file is not None else environ.get(CONFIG_ENV)
     if path:
-        _from_file(path, raw, retry_raw)
-    _from_environment(environ, raw, retry_raw)
-    _from_arguments(arguments, raw, retry_raw)
+        _from_file(path, layers[0], retry_raw)
+    _from_environment(environ, layers[1], retry_raw)
+    _from_arguments(arguments, layers[2], retry_raw)
+    raw: Raw = {name: item for layer in layers for name, item in layer.items()}
 
-    values = {name: _PARSERS[name](_label(name, source), value) for name, (value, source) in raw.items()}
+    values = {
+        name: _PARSERS[name](_label(name, source), value) for name, (value, source) in raw.items() if name != "tiers"
+    }
+    # Tier tables add to the defaults and to each other, tier by tier, so a file adding
+    # "team" does not drop "free" nor undo an environment variable changing "paid".
+    tiers, tier_sources = dict(DEFAULT_TIERS), dict.fromkeys(DEFAULT_TIERS, "default")
+    for layer in layers:
+        if "tiers" in layer:
+            value, source = layer["tiers"]
+            try:
+                table = _tiers("tiers", value)
+            except ConfigError as exc:  # name the tier ("tiers.team") before the source
+                raise ConfigError(_label(exc.field, source), exc.value, exc.allowed) from None
+            tiers |= table
+            tier_sources |= dict.fromkeys(table, source)
     retry_values = {
         name: _RETRY_FIELDS[name](_label(f"retry.{name}", source), value) for name, (value, source) in retry_raw.items()
     }
-    settings = Settings(retry=RetryPolicy(**retry_values), **values)  # type: ignore[arg-type]
+    try:
+        retry = RetryPolicy(**retry_values)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        # RetryPolicy checks ranges the parsers cannot; say where the value came from.
+        given = retry_raw.get(exc.field.removeprefix("retry."))
+        if given is None:
+            raise
+        raise ConfigError(_label(exc.field, given[1]), exc.value, exc.allowed) from None
+    settings = Settings(retry=retry, tiers=tiers, **values)  # type: ignore[arg-type]
     if settings.tier not in settings.tiers:
         source = raw["tier"][1] if "tier" in raw else "default"
         raise ConfigError(_label("tier", source), settings.tier, f"one of {', '.join(sorted(settings.tiers))}")
     sources = {f.name: "default" for f in dataclasses.fields(Settings) if f.name not in ("retry", "sources")}
     sources |= {f"retry.{name}": "default" for name in _RETRY_FIELDS}
     sources |= {name: source for name, (_, source) in raw.items()}
+    sources |= {f"tiers.{name}": source for name, source in tier_sources.items()}
     sources |= {f"retry.{name}": source for name, (_, source) in retry_raw.items()}
     return dataclasses.replace(settings, sources=sources)
 
@@ -244,5 +268,5 @@ def _read_toml(path: str | os.PathLike[str]) -> dict[str, object]:
             return tomllib.load(file)
     except OSError as exc:
         raise ConfigError("config", os.fspath(path), f"a readable TOML file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8 only
         raise ConfigError("config", os.fspath(path), f"valid TOML ({exc})") from None

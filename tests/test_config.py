@@ -1,0 +1,391 @@
+"""Settings from arguments, environment and a TOML file (ratelimit_client._config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import typing
+
+import pytest
+
+from ratelimit_client import DEFAULT_TIERS, ConfigError, Rate, RetryPolicy, Settings, load_settings
+from ratelimit_client._config import DEFAULT_BACKEND
+
+
+@pytest.fixture
+def toml(tmp_path: pathlib.Path) -> typing.Callable[[str], pathlib.Path]:
+    def write(text: str) -> pathlib.Path:
+        path = tmp_path / "ratelimit-client.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def test_defaults_and_their_sources() -> None:
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    assert settings.tier == "free"
+    assert settings.quota == Rate(50, 60)
+    assert settings.backend == DEFAULT_BACKEND
+    assert dict(settings.tiers) == dict(DEFAULT_TIERS)
+    assert settings.retry == RetryPolicy()
+    assert set(settings.sources.values()) == {"default"}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"retry", "sources"}
+    retry_fields = {f"retry.{f.name}" for f in dataclasses.fields(RetryPolicy)}
+    tier_fields = {f"tiers.{name}" for name in DEFAULT_TIERS}
+    assert set(settings.sources) == fields | retry_fields | tier_fields
+
+
+def test_os_environ_is_read_when_no_environ_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATELIMIT_CLIENT_TIER", "paid")
+    settings = load_settings()
+    assert settings.tier == "paid"
+    assert settings.sources["tier"] == "environment RATELIMIT_CLIENT_TIER"
+
+
+def test_precedence_arguments_environment_file_defaults(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('burst = 2\nmax_wait = 5\nnamespace = "from-file"\n[retry]\nbackoff_base = 1.0\nbackoff_max = 9\n')
+    environ = {
+        "RATELIMIT_CLIENT_BURST": "3",
+        "RATELIMIT_CLIENT_MAX_WAIT": "6",
+        "RATELIMIT_CLIENT_RETRY_BACKOFF_MAX": "8",
+    }
+    settings = load_settings(config_file=path, environ=environ, burst=4)
+    assert (settings.burst, settings.max_wait, settings.namespace) == (4, 6.0, "from-file")
+    assert (settings.retry.backoff_base, settings.retry.backoff_max) == (1.0, 8.0)
+    file = f"file {path}"
+    assert settings.sources["burst"] == "argument"
+    assert settings.sources["max_wait"] == "environment RATELIMIT_CLIENT_MAX_WAIT"
+    assert settings.sources["namespace"] == file
+    assert settings.sources["retry.backoff_base"] == file
+    assert settings.sources["retry.backoff_max"] == "environment RATELIMIT_CLIENT_RETRY_BACKOFF_MAX"
+    assert settings.sources["tier"] == "default"
+    assert settings.sources["retry.throttle_attempts"] == "default"
+
+
+def test_an_argument_of_none_means_not_given() -> None:
+    settings = load_settings(environ={"RATELIMIT_CLIENT_TIER": "paid"}, tier=None, burst=None)
+    assert settings.tier == "paid"
+    assert settings.burst is None
+    assert settings.sources["burst"] == "default"
+
+
+def test_a_retry_policy_argument_replaces_every_retry_field() -> None:
+    policy = RetryPolicy(throttle_attempts=3)
+    settings = load_settings(environ={"RATELIMIT_CLIENT_RETRY_BACKOFF_MAX": "8"}, retry=policy)
+    assert settings.retry == policy
+    assert {v for k, v in settings.sources.items() if k.startswith("retry.")} == {"argument retry"}
+
+
+def test_environment_strings_are_parsed() -> None:
+    environ = {
+        "RATELIMIT_CLIENT_RATE": "3/5s",
+        "RATELIMIT_CLIENT_BURST": " 2 ",
+        "RATELIMIT_CLIENT_SERVER_COUNTING": "token_bucket",
+        "RATELIMIT_CLIENT_MAX_WAIT": "none",
+        "RATELIMIT_CLIENT_RETRY_RETRY_UNSAFE": "yes",
+        "RATELIMIT_CLIENT_RETRY_FAILURE_ATTEMPTS": "7",
+        "RATELIMIT_CLIENT_RETRY_RESET_FORMAT": "epoch_ms",
+        "RATELIMIT_CLIENT_UNRELATED": "ignored",
+    }
+    settings = load_settings(environ=environ)
+    assert settings.quota == Rate(3, 5)
+    assert settings.burst == 2
+    assert settings.server_counting == "token_bucket"
+    assert settings.max_wait is None
+    assert settings.retry.retry_unsafe is True
+    assert settings.retry.failure_attempts == 7
+    assert settings.retry.reset_format == "epoch_ms"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1", True), ("on", True), ("TRUE", True), ("0", False), ("off", False)]
+)
+def test_environment_booleans(text: str, expected: bool) -> None:
+    settings = load_settings(environ={"RATELIMIT_CLIENT_RETRY_RETRY_UNSAFE": text})
+    assert settings.retry.retry_unsafe is expected
+
+
+def test_rate_overrides_the_tier() -> None:
+    settings = load_settings(environ={}, tier="paid", rate="10/second")
+    assert settings.quota == Rate(10, 1)
+
+
+# --- the TOML file ----------------------------------------------------------------------
+
+
+def test_file_by_argument(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('tier = "paid"\n')
+    settings = load_settings(config_file=path, environ={})
+    assert settings.quota == Rate(200, 60)
+    assert settings.sources["tier"] == f"file {path}"
+
+
+def test_file_by_environment_variable(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('tier = "paid"\n')
+    settings = load_settings(environ={"RATELIMIT_CLIENT_CONFIG": str(path)})
+    assert settings.tier == "paid"
+    assert settings.sources["tier"] == f"file {path}"
+
+
+def test_file_argument_beats_the_environment_variable(
+    toml: typing.Callable[[str], pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    path = toml('tier = "paid"\n')
+    settings = load_settings(config_file=path, environ={"RATELIMIT_CLIENT_CONFIG": str(tmp_path / "missing.toml")})
+    assert settings.tier == "paid"
+
+
+def test_a_full_file(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml(
+        """
+        tier = "team"
+        burst = 2
+        server_counting = "unknown"
+        backend = "memory://"
+        namespace = "acme"
+        max_wait = 2.5
+
+        [tiers]
+        team = "1000/minute"
+
+        [retry]
+        throttle_attempts = 4
+        throttle_timeout = 60
+        failure_attempts = 12
+        failure_timeout = 120.5
+        backoff_base = 0.25
+        backoff_max = 10
+        max_server_wait = 90
+        retry_unsafe = true
+        retry_budget_ratio = 0.5
+        reset_format = "delta"
+        """
+    )
+    settings = load_settings(config_file=path, environ={})
+    assert settings.quota == Rate(1000, 60)
+    assert (settings.burst, settings.backend, settings.namespace, settings.max_wait) == (2, "memory://", "acme", 2.5)
+    assert settings.retry == RetryPolicy(
+        throttle_attempts=4,
+        throttle_timeout=60,
+        failure_attempts=12,
+        failure_timeout=120.5,
+        backoff_base=0.25,
+        backoff_max=10,
+        max_server_wait=90,
+        retry_unsafe=True,
+        retry_budget_ratio=0.5,
+        reset_format="delta",
+    )
+    assert {k: v for k, v in settings.sources.items() if v != "default"}.keys() >= {
+        "tier",
+        "tiers",
+        "retry.reset_format",
+    }
+
+
+# --- the tier table ---------------------------------------------------------------------
+
+
+def test_adding_a_tier_keeps_the_defaults(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('tier = "team"\n[tiers]\nteam = "1000/minute"\n')
+    settings = load_settings(config_file=path, environ={})
+    assert dict(settings.tiers) == {"free": Rate(50, 60), "paid": Rate(200, 60), "team": Rate(1000, 60)}
+    assert settings.quota == Rate(1000, 60)
+    assert settings.sources["tiers.team"] == f"file {path}"
+    assert settings.sources["tiers.free"] == "default"
+
+
+def test_changing_a_tier(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    settings = load_settings(environ={"RATELIMIT_CLIENT_TIERS": "paid=300/min"}, tier="paid")
+    assert settings.quota == Rate(300, 60)
+    assert settings.tiers["free"] == Rate(50, 60)
+
+
+def test_tier_tables_merge_tier_by_tier_across_sources(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('[tiers]\nteam = "1000/minute"\npaid = "250/minute"\n')
+    environ = {"RATELIMIT_CLIENT_TIERS": "paid=300/minute, gold=5/second"}
+    settings = load_settings(config_file=path, environ=environ, tiers={"gold": Rate(6, 1)})
+    assert dict(settings.tiers) == {
+        "free": Rate(50, 60),
+        "paid": Rate(300, 60),
+        "team": Rate(1000, 60),
+        "gold": Rate(6, 1),
+    }
+    assert settings.sources["tiers.team"] == f"file {path}"
+    assert settings.sources["tiers.paid"] == "environment RATELIMIT_CLIENT_TIERS"
+    assert settings.sources["tiers.gold"] == "argument"
+
+
+def test_a_tier_must_exist() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"RATELIMIT_CLIENT_TIER": "gold"})
+    assert str(info.value) == ("invalid tier (environment RATELIMIT_CLIENT_TIER): 'gold' (expected one of free, paid)")
+
+
+# --- every invalid value ----------------------------------------------------------------
+
+ENV_ERRORS = [
+    ("TIER", "", "tier"),
+    ("TIER", "gold", "tier"),
+    ("TIERS", "free", "tiers"),
+    ("TIERS", ",", "tiers"),
+    ("TIERS", "team=fast", "tiers.team"),
+    ("TIERS", "=5/min", "tiers."),
+    ("RATE", "fast", "rate"),
+    ("RATE", "0/min", "rate"),
+    ("BURST", "0", "burst"),
+    ("BURST", "two", "burst"),
+    ("BURST", "1.5", "burst"),
+    ("SERVER_COUNTING", "sliding_log", "server_counting"),
+    ("BACKEND", "ftp://example", "backend"),
+    ("BACKEND", "memory", "backend"),
+    ("NAMESPACE", "a b", "namespace"),
+    ("NAMESPACE", "x" * 65, "namespace"),
+    ("MAX_WAIT", "-1", "max_wait"),
+    ("MAX_WAIT", "nan", "max_wait"),
+    ("MAX_WAIT", "inf", "max_wait"),
+    ("MAX_WAIT", "soon", "max_wait"),
+    ("RETRY_THROTTLE_ATTEMPTS", "0", "retry.throttle_attempts"),
+    ("RETRY_FAILURE_ATTEMPTS", "many", "retry.failure_attempts"),
+    ("RETRY_THROTTLE_TIMEOUT", "-5", "retry.throttle_timeout"),
+    ("RETRY_FAILURE_TIMEOUT", "inf", "retry.failure_timeout"),
+    ("RETRY_BACKOFF_BASE", "nan", "retry.backoff_base"),
+    ("RETRY_BACKOFF_MAX", "", "retry.backoff_max"),
+    ("RETRY_MAX_SERVER_WAIT", "-0.1", "retry.max_server_wait"),
+    ("RETRY_RETRY_UNSAFE", "maybe", "retry.retry_unsafe"),
+    ("RETRY_RETRY_BUDGET_RATIO", "11", "retry.retry_budget_ratio"),
+    ("RETRY_RESET_FORMAT", "iso", "retry.reset_format"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "field"), ENV_ERRORS)
+def test_every_invalid_environment_value_names_field_source_and_value(variable: str, value: str, field: str) -> None:
+    name = f"RATELIMIT_CLIENT_{variable}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={name: value})
+    assert info.value.field.startswith(field)
+    assert info.value.field.endswith(f" (environment {name})")
+    assert f"invalid {info.value.field}: " in str(info.value)
+    assert "(expected " in str(info.value)
+    # The offending text is quoted, except where it was already turned into a number.
+    assert repr(value) in str(info.value) or repr(info.value.value) in str(info.value)
+
+
+FILE_ERRORS = [
+    ("tier = 5", "tier", 5),
+    ('tier = ""', "tier", ""),
+    ('tiers = "team"', "tiers", "team"),
+    ("tiers = {}", "tiers", {}),
+    ("tiers = 5", "tiers", 5),
+    ('tiers = {team = "fast"}', "tiers.team", "fast"),
+    ("tiers = {team = 5}", "tiers.team", 5),
+    ("rate = 50", "rate", 50),
+    ('rate = "50"', "rate", "50"),
+    ("burst = 0", "burst", 0),
+    ("burst = 1.5", "burst", 1.5),
+    ("burst = true", "burst", True),
+    ('server_counting = "leaky"', "server_counting", "leaky"),
+    ("backend = 1", "backend", 1),
+    ('backend = "ftp://x"', "backend", "ftp://x"),
+    ("namespace = 7", "namespace", 7),
+    ("max_wait = -1", "max_wait", -1),
+    ("max_wait = nan", "max_wait", None),  # NaN: checked by field only (nan != nan)
+    ("max_wait = true", "max_wait", True),
+    ("retry = 5", "retry", 5),
+    ("retry = {attempts = 5}", "retry.attempts", 5),
+    ("retry = {throttle_attempts = 0}", "retry.throttle_attempts", 0),
+    ('retry = {throttle_attempts = "3"}', None, None),  # a TOML string is parsed like the environment's
+    ("retry = {backoff_max = -1}", "retry.backoff_max", -1),
+    ('retry = {retry_unsafe = "perhaps"}', "retry.retry_unsafe", "perhaps"),
+    ("retry = {retry_budget_ratio = 20}", "retry.retry_budget_ratio", 20.0),
+    ('retry = {reset_format = "iso"}', "retry.reset_format", "iso"),
+    ("limits = 5", "limits", 5),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "value"), FILE_ERRORS)
+def test_every_invalid_file_value_names_field_source_and_value(
+    toml: typing.Callable[[str], pathlib.Path], text: str, field: str | None, value: object
+) -> None:
+    path = toml(text + "\n")
+    if field is None:
+        assert load_settings(config_file=path, environ={}).retry.throttle_attempts == 3
+        return
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=path, environ={})
+    assert info.value.field == f"{field} (file {path})"
+    if value is not None:
+        assert info.value.value == value
+        assert f"invalid {field} (file {path}): {value!r} (expected " in str(info.value)
+
+
+ARGUMENT_ERRORS: list[tuple[dict[str, typing.Any], str]] = [
+    ({"tier": 5}, "tier"),
+    ({"tier": "gold"}, "tier"),
+    ({"tiers": {"team": "fast"}}, "tiers.team"),
+    ({"tiers": []}, "tiers"),
+    ({"rate": "fast"}, "rate"),
+    ({"rate": 50}, "rate"),
+    ({"burst": 0}, "burst"),
+    ({"burst": True}, "burst"),
+    ({"server_counting": "x"}, "server_counting"),
+    ({"backend": "ftp://x"}, "backend"),
+    ({"namespace": ""}, "namespace"),
+    ({"max_wait": -1.0}, "max_wait"),
+    ({"retry": {"throttle_attempts": 3}}, "retry"),
+    ({"bogus": 1}, "bogus"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "field"), ARGUMENT_ERRORS)
+def test_every_invalid_argument_names_field_and_value(arguments: dict[str, typing.Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, **arguments)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"invalid {field}: {info.value.value!r} (expected ")
+
+
+def test_unknown_file_key_lists_the_known_ones(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match=r"expected one of backend, burst, .*, tiers, retry"):
+        load_settings(config_file=path, environ={})
+
+
+def test_missing_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"expected valid TOML \(") as info:
+        load_settings(config_file=path, environ={})
+    assert info.value.field == "config"
+    assert info.value.value == str(path)
+    assert "a readable TOML file (No such file or directory)" in str(info.value)
+
+
+def test_missing_file_named_by_the_environment(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="a readable TOML file"):
+        load_settings(environ={"RATELIMIT_CLIENT_CONFIG": str(path)})
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="a readable TOML file") as info:
+        load_settings(config_file=tmp_path, environ={})
+    assert info.value.field == "config"
+
+
+@pytest.mark.parametrize("text", ["tier = ", "[retry\n", "tier = 'free'\ntier = 'paid'\n", "\x00"])
+def test_invalid_toml(toml: typing.Callable[[str], pathlib.Path], text: str) -> None:
+    path = toml(text)
+    with pytest.raises(ConfigError, match=r"expected valid TOML \(") as info:
+        load_settings(config_file=path, environ={})
+    assert info.value.field == "config"
+    assert info.value.value == str(path)
+
+
+def test_invalid_utf8_toml(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"namespace = '\xe9'\n")
+    with pytest.raises(ConfigError, match=r"expected valid TOML \(") as info:
+        load_settings(config_file=path, environ={})
+    assert info.value.field == "config"
