@@ -355,7 +355,7 @@ def test_unknown_file_key_lists_the_known_ones(toml: typing.Callable[[str], path
 
 def test_missing_file(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "nope.toml"
-    with pytest.raises(ConfigError, match=r"expected valid TOML \(") as info:
+    with pytest.raises(ConfigError) as info:
         load_settings(config_file=path, environ={})
     assert info.value.field == "config"
     assert info.value.value == str(path)
