@@ -28,9 +28,10 @@ def api_key_from_authorization(value: str | None) -> str | None:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        # W&B sends "api:<key>": the key is the password.
-        user, sep, password = decoded.partition(":")
-        return (password or None) if sep else (user or None)
+        # W&B sends "api:<key>": the key is the password. Others (Stripe, `curl -u key:`)
+        # send the key as the user with an empty password.
+        user, _, password = decoded.partition(":")
+        return password or user or None
     return None
 
 
