@@ -97,6 +97,8 @@ class Engine:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._budget_lock = threading.Lock()
         self._local_ips: dict[tuple[str, int], str] = {}
+        # Per key set, how many server-told pauses this engine has applied (see _wait_for_slot).
+        self._pauses: dict[tuple[str, ...], int] = {}
 
     def send(self, request: httpx.Request) -> Steps[httpx.Response]:
         """Deliver ``request`` within the limits and the retry policy."""
@@ -162,22 +164,28 @@ class Engine:
 
     def _wait_for_slot(self, keys: tuple[str, ...], progress: _Progress) -> Steps[None]:
         buckets = self.limiter.buckets
-        reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
-        if not reservation.granted:
-            raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
-        if reservation.wait <= 0:
-            return
-        self.monitor.waited(reservation.wait)
-        self.monitor.count("waiting")
-        try:
-            yield fx.Sleep(reservation.wait)
-        except BaseException:
-            # Cancelled (or interrupted) before the slot came: give it back, unburnt.
-            yield fx.Cancel(reservation)
-            raise
-        finally:
-            self.monitor.count("waiting", -1)
-        progress.slot_wait += reservation.wait
+        while True:
+            pauses = self._pauses.get(keys, 0)
+            reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
+            if not reservation.granted:
+                raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
+            if reservation.wait <= 0:
+                return
+            self.monitor.waited(reservation.wait)
+            self.monitor.count("waiting")
+            try:
+                yield fx.Sleep(reservation.wait)
+            except BaseException:
+                # Cancelled (or interrupted) before the slot came: give it back, unburnt.
+                yield fx.Cancel(reservation)
+                raise
+            finally:
+                self.monitor.count("waiting", -1)
+            progress.slot_wait += reservation.wait
+            if self._pauses.get(keys, 0) == pauses:
+                return
+            # A 429 paused these keys while we slept: our slot was handed out before the
+            # pause, so going now would only draw another 429. Queue again, behind it.
 
     def _may_replay(self, request: httpx.Request) -> bool:
         return request.method in _IDEMPOTENT or "idempotency-key" in request.headers or self.policy.retry_unsafe
@@ -213,6 +221,8 @@ class Engine:
             if wait is not None and 0 < wait <= self.policy.max_server_wait:
                 # Every caller of these keys waits, in every process sharing the backend.
                 yield fx.Pause(keys, self.limiter.buckets, wait)
+                with self._budget_lock:
+                    self._pauses[keys] = self._pauses.get(keys, 0) + 1
             return Outcome("throttled", tally, response, wait, retry=True, reason="429")
         tally.record("server_error")
         reason = f"{status} {response.reason_phrase}".strip()

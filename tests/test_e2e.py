@@ -113,8 +113,9 @@ async def test_a_client_too_fast_for_the_server_obeys_retry_after_and_loses_noth
     statistics = transport.statistics()
     assert app.refused > 0  # the scenario did exercise the 429 path
     assert statistics.throttled == app.refused
-    # The shared pause keeps retries from multiplying traffic: far fewer than one 429 per request each round.
-    assert app.refused < REQUESTS
+    # The first 429 pauses the shared bucket, and callers already queued wait for the pause
+    # too: a handful of 429s, not one for every request still in the queue.
+    assert app.refused <= 5
     attempts = [typing.cast("RequestStats", r.extensions["ratelimit_client"]).attempts for r in results.values()]
     assert sum(attempts) == len(app.arrivals)
 

@@ -376,6 +376,43 @@ async def test_a_429_pauses_every_concurrent_caller_of_the_same_key(mode: str) -
     await transport.aclose()
 
 
+@pytest.mark.parametrize("mode", ["asyncio", "trio"])
+async def test_a_caller_already_queued_when_the_429_came_waits_for_the_pause_too(mode: str) -> None:
+    pause_ends: list[float] = []
+    arrivals: list[tuple[str, float]] = []
+    answer = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append((request.headers["x-name"], anyio.current_time()))
+        if not pause_ends:
+            await answer.wait()  # hold the 429 back until "queued" has reserved its slot
+            pause_ends.append(anyio.current_time() + 0.5)
+            return httpx.Response(429, headers={"Retry-After": "0.5"})
+        return httpx.Response(200)
+
+    backend = MemoryBackend(clock=anyio.current_time)
+    # Paced at one request every 50 ms: "queued" gets a slot 50 ms out, before the pause.
+    transport = AsyncRateLimitTransport(httpx.MockTransport(handler), rate="21/second", ip="192.0.2.1", backend=backend)
+
+    async def get(name: str) -> None:
+        response = await transport.handle_async_request(httpx.Request("GET", URL, headers={"x-name": name}))
+        assert response.status_code == 200
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get, "first")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(get, "queued")
+        await anyio.wait_all_tasks_blocked()
+        assert transport.statistics().waiting == 1
+        answer.set()
+
+    # Ordering, not speed: nothing of this key reached the server before the pause ended.
+    assert next(name for name, _ in arrivals) == "first"
+    assert sorted(name for name, _ in arrivals) == ["first", "first", "queued"]
+    assert all(when >= pause_ends[0] for _, when in arrivals[1:])
+    assert transport.statistics().throttled == 1
+
+
 # -- the adapters themselves --
 
 
