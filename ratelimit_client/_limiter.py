@@ -36,7 +36,7 @@ class Limit:
     def __init__(self, rate: Rate | str, per: Scope = "ip+key", burst: int | None = None) -> None:
         if per not in _SCOPES:
             raise ConfigError("limit.per", per, f"one of {', '.join(_SCOPES)}")
-        if burst is not None and (not isinstance(burst, int) or burst < 1):
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 1):
             raise ConfigError("limit.burst", burst, "an integer of at least 1")
         object.__setattr__(self, "rate", parse_rate(rate, field="limit.rate"))
         object.__setattr__(self, "per", per)
