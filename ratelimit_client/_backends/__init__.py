@@ -91,9 +91,9 @@ def backend_from_url(url: str, *, namespace: str, emit: typing.Callable[[Event, 
         return SQLiteBackend(path, namespace=namespace, busy_timeout=float(query.get("busy_timeout", 5.0)))
     # Our options are not redis-py's: strip them before it parses the URL.
     ours = {"fallback", "probe_interval"}
-    parts = urllib.parse.urlsplit(url)
-    rest = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in ours])
-    redis = RedisBackend(urllib.parse.urlunsplit(parts._replace(query=rest)), namespace=namespace)
+    base, _, query_text = url.partition("?")
+    rest = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(query_text) if k not in ours])
+    redis = RedisBackend(f"{base}?{rest}" if rest else base, namespace=namespace)
     if query.get("fallback", "memory") == "fail":
         return redis
     probe = float(query.get("probe_interval", 1.0))

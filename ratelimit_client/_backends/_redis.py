@@ -142,7 +142,12 @@ for i = 1, #KEYS do
   local floor = till + tonumber(ARGV[2 + 2 * i]) - tonumber(ARGV[1 + 2 * i])
   local s = fresh(load(KEYS[i]), now, horizon)
   if s == nil then store(KEYS[i], math.max(floor, now), {}, now)
-  else store(KEYS[i], math.max(s.tat, floor), live(s.holes, now), now) end
+  elseif s.tat >= floor then
+    -- One ulp above the queue's tat (math.nextafter): no pending charge matches it, so
+    -- cancelling the queue cannot roll the tat back under the pause.
+    local _, e = math.frexp(s.tat)
+    store(KEYS[i], s.tat + math.ldexp(1, e - 53), {}, now)
+  else store(KEYS[i], floor, {}, now) end
 end
 return 1
 """
@@ -289,6 +294,8 @@ class RedisBackend:
 
     def close(self) -> None:
         self._client.close()
+        # Async clients need their loop to close (aclose); without it they are dropped.
+        self._async.clear()
 
     async def areserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None

@@ -1,0 +1,109 @@
+"""Worker processes for the multi-process tests, started from a forkserver (see ``fleet``).
+
+Each worker reports ``"ready"`` on ``out`` once set up, waits for ``go``, does its work
+and reports its result on ``out``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.synchronize
+import os
+import sqlite3
+import time
+import typing
+
+import httpx
+
+from ratelimit_client import RateLimitTransport, SQLiteBackend
+from ratelimit_client._gcra import Bucket, KeyState, reserve
+
+# A bucket that admits BURST at once, then one an hour: every immediate admission counts.
+BURST = 20
+BUCKET = Bucket(3600.0, BURST)
+
+Queue = typing.Any  # multiprocessing's queue type is not public
+
+
+class Stamping(httpx.BaseTransport):
+    """Stamps each request with the wall-clock time it leaves the limiter (comparable
+    across processes), so a test can check the limiter apart from delivery jitter."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["x-sent"] = repr(time.time())
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def transport(backend: str, namespace: str, server: str, seconds: float, go: Event, out: Queue) -> None:
+    """Send requests as fast as the shared limit allows, for ``seconds``."""
+    limited = RateLimitTransport(
+        Stamping(),
+        rate="20/second",
+        burst=1,
+        server_counting="token_bucket",
+        backend=backend,
+        namespace=namespace,
+        api_key="fleet-key",
+        ip="127.0.0.1",
+    )
+    with httpx.Client(transport=limited) as client:
+        out.put("ready")
+        go.wait()
+        deadline = time.monotonic() + seconds
+        sent = 0
+        while time.monotonic() < deadline:
+            client.post(server, content=b"x")
+            sent += 1
+    out.put(sent)
+
+
+def ours(path: str, go: Event, out: Queue) -> None:
+    """Take as many immediate slots as the bucket gives, through SQLiteBackend."""
+    backend = SQLiteBackend(path, namespace="race")
+    out.put("ready")
+    go.wait()
+    out.put(sum(backend.reserve(["k"], [BUCKET], max_wait=0).granted for _ in range(BURST)))
+
+
+def naive(path: str, go: Event, out: Queue) -> None:
+    """The same with Python's default transaction mode: the SELECT runs outside the
+    transaction (it only begins before the INSERT), so two processes read the same state."""
+    conn = sqlite3.connect(path, timeout=10)
+    out.put("ready")
+    go.wait()
+    taken = 0
+    for _ in range(BURST):
+        row = conn.execute("SELECT tat FROM naive WHERE key = 'k'").fetchone()
+        decision = reserve([KeyState(row[0]) if row else None], [BUCKET], time.time(), max_wait=0)
+        if decision.states is not None:
+            conn.execute(
+                "INSERT INTO naive (key, tat) VALUES ('k', ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+                (decision.states[0].tat,),
+            )
+            taken += 1
+        conn.commit()
+    out.put(taken)
+
+
+def hold(path: str, go: Event, out: Queue) -> None:
+    """Start a reservation and stop inside its transaction, until killed."""
+
+    def stuck_clock() -> float:
+        # Called once BEGIN IMMEDIATE holds the write lock.
+        out.put("in transaction")
+        time.sleep(3600)
+        return time.time()
+
+    backend = SQLiteBackend(path, namespace="kill", clock=stuck_clock)
+    out.put("ready")
+    go.wait()
+    backend.reserve(["k"], [Bucket(1.0, 1)], max_wait=None)
+    out.put(os.getpid())  # never reached
+
+
+Event = multiprocessing.synchronize.Event

@@ -1,0 +1,211 @@
+"""One suite, every backend (memory, SQLite, Redis): each must behave as the pure model in _gcra.py."""
+
+from __future__ import annotations
+
+import random
+import time
+import typing
+
+import anyio
+import httpx
+import pytest
+
+from backends._harness import Harness
+from ratelimit_client import AsyncRateLimitTransport, RateLimitTransport, Reservation
+from ratelimit_client._gcra import Bucket, KeyState, cancel, pause, reserve
+
+# Intervals of seconds, so the milliseconds between Redis's clock and ours change no
+# decision; TOL absorbs them in the waits compared.
+TOL = 0.1
+BUCKETS = {"x": Bucket(10.0, 2), "y": Bucket(7.0, 1)}
+KEY_SETS: tuple[tuple[str, ...], ...] = (("x",), ("y",), ("x", "y"))
+
+
+class Model:
+    """The pure functions, with a fixed ``now``: what every backend must answer."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.states: dict[str, KeyState | None] = {}
+
+    def reserve(self, keys: typing.Sequence[str], max_wait: float | None) -> tuple[float, bool, tuple[typing.Any, ...]]:
+        decision = reserve([self.states.get(k) for k in keys], [BUCKETS[k] for k in keys], self.now, max_wait=max_wait)
+        if decision.states is not None:
+            self.states.update(zip(keys, decision.states, strict=True))
+        return decision.wait, decision.granted, decision.charges
+
+    def cancel(self, keys: typing.Sequence[str], charges: typing.Sequence[tuple[float, float]]) -> None:
+        for key, charge in zip(keys, charges, strict=True):
+            self.states[key] = cancel(self.states.get(key), charge, self.now)
+
+    def pause(self, keys: typing.Sequence[str], seconds: float) -> None:
+        for key in keys:
+            self.states[key] = pause(self.states.get(key), BUCKETS[key], self.now + seconds, self.now)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_agrees_with_the_pure_model(harness: Harness, seed: int) -> None:
+    """Random reserve / cancel / pause sequences: every wait and grant matches the model's."""
+    rng = random.Random(seed)
+    backend = harness.open()
+    model = Model()
+    start = time.monotonic()
+    pending: list[tuple[Reservation, tuple[str, ...], tuple[typing.Any, ...]]] = []
+    for step in range(30):
+        if harness.clock is None:  # Redis keeps its own time: the model follows it
+            model.now = 1_000_000.0 + time.monotonic() - start
+        action = rng.random()
+        keys: tuple[str, ...] = rng.choice(KEY_SETS)
+        if action < 0.6 or not pending:
+            max_wait = rng.choice([None, 0.5, 12.5, 40.5])
+            got = backend.reserve(keys, [BUCKETS[k] for k in keys], max_wait=max_wait)
+            wait, granted, charges = model.reserve(keys, max_wait)
+            assert got.granted == granted, f"step {step}"
+            assert got.wait == pytest.approx(wait, abs=TOL), f"step {step}"
+            if granted:
+                pending.append((got, keys, charges))
+        elif action < 0.9:
+            got, keys, charges = pending.pop(rng.randrange(len(pending)))
+            backend.cancel(got)
+            model.cancel(keys, charges)
+        else:
+            seconds = rng.choice([5.0, 30.0])
+            backend.pause(keys, [BUCKETS[k] for k in keys], seconds)
+            model.pause(keys, seconds)
+    # The end state too: the next slot of each key is the model's.
+    for keys in KEY_SETS:
+        assert backend.reserve(keys, [BUCKETS[k] for k in keys], max_wait=0.0).wait == pytest.approx(
+            model.reserve(keys, 0.0)[0], abs=TOL
+        )
+
+
+def test_several_limits_are_taken_all_or_nothing(harness: Harness) -> None:
+    backend = harness.open()
+    minute, hour = Bucket(10.0, 1), Bucket(100.0, 1)
+    assert backend.reserve(["m"], [minute], max_wait=0).granted
+    # The minute limit is spent, so the pair is refused, and the hour limit stays untouched.
+    refused = backend.reserve(["m", "h"], [minute, hour], max_wait=0.5)
+    assert not refused.granted
+    assert refused.wait == pytest.approx(10.0, abs=TOL)
+    assert backend.reserve(["h"], [hour], max_wait=0).wait == pytest.approx(0.0, abs=TOL)
+    # Granted across both: each key is charged at the shared slot (10 s from now).
+    both = backend.reserve(["m", "h2"], [minute, hour], max_wait=None)
+    assert both.wait == pytest.approx(10.0, abs=TOL)
+    assert backend.reserve(["h2"], [hour], max_wait=None).wait == pytest.approx(110.0, abs=TOL)
+
+
+def test_a_pause_is_shared_and_waiters_wake_one_interval_apart(harness: Harness) -> None:
+    one, other = harness.open(), harness.open()
+    bucket = Bucket(0.5, 1)
+    one.pause(["k"], [bucket], 30.0)
+    # Fifteen processes waiting behind the pause get fifteen evenly spaced slots, not one.
+    waits = [other.reserve(["k"], [bucket], max_wait=None).wait for _ in range(15)]
+    assert waits == pytest.approx([30.0 + 0.5 * i for i in range(15)], abs=TOL)
+
+
+def test_a_pause_never_shortens_a_longer_queue(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    for _ in range(5):
+        backend.reserve(["k"], [bucket], max_wait=None)
+    backend.pause(["k"], [bucket], 5.0)
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(50.0, abs=TOL)
+
+
+def test_cancelling_gives_capacity_back(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    first = backend.reserve(["k"], [bucket], max_wait=None)
+    second = backend.reserve(["k"], [bucket], max_wait=None)
+    third = backend.reserve(["k"], [bucket], max_wait=None)
+    assert [first.wait, second.wait, third.wait] == pytest.approx([0.0, 10.0, 20.0], abs=TOL)
+    # Out of order: the middle one leaves a hole, the last one collapses through it.
+    backend.cancel(second)
+    backend.cancel(third)
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(10.0, abs=TOL)
+
+
+def test_namespaces_do_not_share_state(harness: Harness) -> None:
+    bucket = Bucket(60.0, 1)
+    harness.open("a").reserve(["k"], [bucket], max_wait=None)
+    assert harness.open("a").reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(60.0, abs=TOL)
+    assert harness.open("b").reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(0.0, abs=TOL)
+
+
+def test_idle_keys_are_dropped(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(0.1, 1)
+    # Memory sweeps when its table reaches a power of two; the others per key or per minute.
+    count = 2048 if harness.name == "memory" else 20
+    for i in range(count):
+        backend.reserve([f"k{i}"], [bucket], max_wait=None)
+    assert harness.stored() == count
+    harness.advance(61.0 if harness.clock is not None else 0.3)
+    for i in range(count):
+        backend.reserve([f"new{i}"], [bucket], max_wait=None)
+    if harness.name == "redis":
+        harness.advance(0.3)
+        assert harness.stored() == 0
+    else:
+        assert harness.stored() <= count
+
+
+def test_no_raw_api_key_is_stored(harness: Harness) -> None:
+    api_key = "sk-live-RAW-SECRET-0123456789"
+    backend = harness.open()
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        rate="1/hour",  # long-lived state, so there is something to scan
+        burst=10,
+        server_counting="token_bucket",
+        backend=backend,
+        ip="192.0.2.7",
+    )
+    with httpx.Client(transport=transport) as client:
+        for _ in range(3):
+            client.get("https://api.test/v1", headers={"Authorization": f"Bearer {api_key}"})
+        response = client.get("https://api.test/v1", headers={"Authorization": "Bearer other"})
+        assert response.status_code == 200
+    assert harness.stored() >= 2  # one row or key per API key, hashed
+    stored = harness.raw()
+    assert stored
+    assert api_key.encode() not in stored
+    assert b"RAW-SECRET" not in stored
+
+
+@pytest.mark.anyio
+async def test_async_methods_agree_with_sync_ones(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    first = await backend.areserve(["k"], [bucket], max_wait=None)
+    second = await backend.areserve(["k"], [bucket], max_wait=None)
+    assert [first.wait, second.wait] == pytest.approx([0.0, 10.0], abs=TOL)
+    await backend.acancel(second)
+    await backend.apause(["p"], [bucket], 20.0)
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(10.0, abs=TOL)
+    assert (await backend.areserve(["p"], [bucket], max_wait=None)).wait == pytest.approx(20.0, abs=TOL)
+    await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_request_gives_its_slot_back(harness: Harness) -> None:
+    backend = harness.open()
+    transport = AsyncRateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        rate="1/minute",
+        server_counting="token_bucket",
+        backend=backend,
+        api_key="k",
+        ip="192.0.2.8",
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("https://api.test/")).status_code == 200
+        # The second request reserves the slot a minute away and sleeps: cancel it.
+        with anyio.move_on_after(0.2 if harness.clock is None else 0.05) as scope:
+            await client.get("https://api.test/")
+        assert scope.cancelled_caught
+    keys = transport._shared.limiter.keys("192.0.2.8", transport._shared.limiter.key_id("k"))
+    buckets = transport._shared.limiter.buckets
+    # Given back: the next caller gets that slot, not the one after it.
+    assert backend.reserve(keys, buckets, max_wait=None).wait <= 60.0
+    await backend.aclose()

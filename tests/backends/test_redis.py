@@ -1,0 +1,165 @@
+"""Redis specifics: one command per acquire, NOSCRIPT, key layout and TTLs, faults and fallback."""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing
+
+import anyio
+import httpx
+import pytest
+import redis
+import redis.connection
+
+from backends._harness import PrivateRedis
+from ratelimit_client import BackendError, ConfigError, Event, FallbackBackend, RateLimitTransport, RedisBackend
+from ratelimit_client._backends import backend_from_url, check_url
+from ratelimit_client._gcra import Bucket
+
+pytestmark = pytest.mark.redis
+
+BUCKET = Bucket(10.0, 1)
+
+
+def test_one_command_per_acquire(private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = RedisBackend(private_redis.url, namespace="count")
+    backend.reserve(["warm"], [BUCKET], max_wait=None)  # loads the script once
+    sent: list[bytes] = []
+    send = typing.cast("typing.Callable[..., None]", redis.connection.Connection.send_packed_command)
+
+    def counting(self: redis.connection.Connection, command: typing.Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.config_resetstat()
+    sent.clear()
+    for i in range(50):
+        backend.reserve([f"k{i}", "shared"], [BUCKET, Bucket(0.001, 1)], max_wait=None)
+    # Client side: 50 acquires sent 50 commands, each an EVALSHA.
+    assert len(sent) == 50
+    assert all(b"EVALSHA" in command for command in sent)
+    # Server side: 50 EVALSHAs; the rest ran inside the script (TIME, GET, SET: no round trips).
+    calls = {name: value["calls"] for name, value in admin.info("commandstats").items()}
+    assert calls["cmdstat_evalsha"] == 50
+    assert set(calls) <= {"cmdstat_evalsha", "cmdstat_time", "cmdstat_get", "cmdstat_set", "cmdstat_config|resetstat"}
+    admin.close()
+    backend.close()
+
+
+def test_a_flushed_script_is_loaded_again(private_redis: PrivateRedis) -> None:
+    backend = RedisBackend(private_redis.url, namespace="noscript")
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == 0.0
+    backend.client.script_flush()
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(10.0, abs=0.1)
+    backend.close()
+
+
+def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> None:
+    backend = RedisBackend(private_redis.url, namespace="layout")
+    backend.reserve(["a", "b"], [BUCKET, Bucket(60.0, 2)], max_wait=None)
+    backend.pause(["c"], [BUCKET], 30.0)
+    keys = sorted(backend.client.keys("*"))
+    assert keys == [b"{layout}:v1:a", b"{layout}:v1:b", b"{layout}:v1:c"]
+    ttls = [backend.client.pttl(k) for k in keys]
+    # Each lives exactly as long as its state matters: a's tat is 10 s ahead, b's 60 s, c's 30 s.
+    assert ttls == [pytest.approx(10_000, abs=200), pytest.approx(60_000, abs=200), pytest.approx(30_000, abs=200)]
+    backend.close()
+
+
+def test_a_time_far_ahead_is_forgotten(private_redis: PrivateRedis) -> None:
+    backend = RedisBackend(private_redis.url, namespace="skew")
+    seconds, micros = backend.client.time()
+    # A key written by a process whose notion of time was a day ahead, or a corrupt value.
+    backend.client.set(backend.key("k"), repr(seconds + micros / 1e6 + 86_400), px=10_000)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == 0.0
+    backend.client.set(backend.key("bad"), "garbage", px=10_000)
+    assert backend.reserve(["bad"], [BUCKET], max_wait=None).wait == 0.0
+    backend.close()
+
+
+def test_urls_pick_fallback_or_fail(redis_url: str) -> None:
+    degraded = backend_from_url(f"{redis_url}?probe_interval=0.5", namespace="n")
+    assert isinstance(degraded, FallbackBackend)
+    assert degraded.probe_interval == 0.5
+    degraded.close()
+    strict = backend_from_url(f"{redis_url}?fallback=fail", namespace="n")
+    assert isinstance(strict, RedisBackend)
+    strict.close()
+    for scheme in ("rediss://localhost:6380/0", "unix:///run/redis.sock"):
+        assert isinstance(backend_from_url(scheme, namespace="n"), FallbackBackend)
+    with pytest.raises(ConfigError, match="fallback"):
+        check_url("redis://localhost?fallback=sometimes")
+
+
+def test_fail_mode_raises_a_backend_error_without_the_password() -> None:
+    backend = backend_from_url("redis://user:hunter2@127.0.0.1:1/0?fallback=fail", namespace="n")
+    with pytest.raises(BackendError, match="Redis backend") as caught:
+        backend.reserve(["k"], [BUCKET], max_wait=None)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(backend)
+    backend.close()
+
+
+def test_requests_flow_on_the_fallback_while_redis_is_down(private_redis: PrivateRedis) -> None:
+    """Redis stops mid-run: requests keep going on the local bucket, an event says so, and
+    once Redis is back the transport uses it again."""
+    events: list[Event] = []
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        rate="1/minute",  # state that lives a minute: there is something to look for
+        burst=1000,
+        server_counting="token_bucket",
+        backend=f"{private_redis.url}?probe_interval=0.05",
+        namespace="fault",
+        api_key="k",
+        ip="192.0.2.9",
+        on_event=events.append,
+    )
+    backend = transport._shared.backend
+    assert isinstance(backend, FallbackBackend)
+    admin = redis.Redis.from_url(private_redis.url)
+    with httpx.Client(transport=transport) as client:
+        assert client.get("https://api.test/").status_code == 200
+        assert admin.keys("{fault}:*")
+        private_redis.stop()
+        statuses = [client.get("https://api.test/").status_code for _ in range(20)]
+        assert statuses == [200] * 20
+        assert backend.degraded
+        assert [e.kind for e in events] == ["backend_degraded"]
+        private_redis.start()  # a fresh, empty server on the same port
+        deadline = time.monotonic() + 10
+        while backend.degraded and time.monotonic() < deadline:
+            assert client.get("https://api.test/").status_code == 200
+            time.sleep(0.02)
+        assert [e.kind for e in events] == ["backend_degraded", "backend_restored"]
+        assert client.get("https://api.test/").status_code == 200
+        assert admin.keys("{fault}:*")  # state lives in Redis again
+    admin.close()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_round_trip_keeps_the_connection_in_step(private_redis: PrivateRedis) -> None:
+    """Cancelled while Redis is busy: the reply is still read (so the next call on that
+    connection gets its own reply), and the engine gives the slot back."""
+    backend = RedisBackend(private_redis.url, namespace="cancel")
+    bucket = Bucket(10.0, 1)
+    await backend.areserve(["warm"], [bucket], max_wait=None)
+    admin = redis.Redis.from_url(private_redis.url)
+    blocker = threading.Thread(target=admin.execute_command, args=("DEBUG", "SLEEP", "0.3"))
+    blocker.start()
+    await anyio.sleep(0.05)  # the server is now busy for 0.25 s more
+    got: list[typing.Any] = []
+    with anyio.move_on_after(0.05):
+        got.append(await backend.areserve(["k"], [bucket], max_wait=None))
+    blocker.join()
+    # The shielded call finished: the caller has its reservation to give back.
+    assert len(got) == 1
+    await backend.acancel(got[0])
+    nxt = await backend.areserve(["k"], [bucket], max_wait=None)
+    assert nxt.keys == ("k",)
+    assert nxt.wait == 0.0
+    await backend.aclose()
+    admin.close()
