@@ -23,6 +23,7 @@ import anyio
 import httpx
 import tenacity
 
+from .._config import load_settings
 from .._events import Event
 from .._exceptions import RequestFailed
 from .._rate import parse_rate
@@ -103,10 +104,16 @@ _TLS = httpx.create_ssl_context()
 Upload = typing.Callable[[httpx.AsyncClient, bytes, dict[str, str]], typing.Awaitable[httpx.Response]]
 
 
+def time_scale(rate: str) -> float:
+    """How much faster than real time a run goes: a quota per second is one per minute, 60x
+    faster. Every client kind's backoff is scaled alike, so a compressed run waits as a real
+    one would (1 s of real backoff is 1/60 s at 50/second)."""
+    return min(1.0, parse_rate(rate).per_seconds / 60)
+
+
 def _retrying(spec: WorkerSpec, progress: _Progress) -> tenacity.AsyncRetrying:
-    # What a careful hand-written client does, scaled to the quota's window so a
-    # time-compressed run (50/second) waits as a real one (50/minute) would: 1 s → 60 s.
-    scale = parse_rate(spec.rate).per_seconds / 60
+    # What a careful hand-written client does, on the run's time scale.
+    scale = time_scale(spec.rate)
 
     def throttled(response: object) -> bool:
         return isinstance(response, httpx.Response) and response.status_code in (429, 503)
@@ -187,8 +194,19 @@ def _client_for(
             elif event.kind == "recovered":
                 progress.set(STATUS, STATUS_OK)
 
+        policy = load_settings().retry
+        scale = time_scale(spec.rate)
+        policy = dataclasses.replace(
+            policy, backoff_base=policy.backoff_base * scale, backoff_max=policy.backoff_max * scale
+        )
         transport = AsyncRateLimitTransport(
-            inner, rate=spec.rate, backend=spec.backend, namespace=spec.namespace, ip=spec.source_ip, on_event=on_event
+            inner,
+            retry=policy,
+            rate=spec.rate,
+            backend=spec.backend,
+            namespace=spec.namespace,
+            ip=spec.source_ip,
+            on_event=on_event,
         )
 
         async def send(client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
