@@ -17,7 +17,7 @@ import tenacity
 from . import _effects as fx
 from ._backoff import RetryBudget
 from ._body import DEFAULT_SPOOL_THRESHOLD, Replay, replay_for
-from ._events import Event, Monitor, describe
+from ._events import Event, Monitor, Status, describe
 from ._exceptions import (
     MaxWaitExceeded,
     NetworkFailure,
@@ -117,9 +117,17 @@ class Engine:
     def _deliver(self, request: httpx.Request, replay: Replay) -> Steps[httpx.Response]:
         keys = yield from self._keys(request)
         progress = _Progress(Tally(self._clock))
+        outcome = yield from self._attempt(request, replay, keys, progress)
+        if not outcome.retry:
+            # The usual case: tenacity would hand the outcome straight back, and setting
+            # it up costs more than the rest of the request path together.
+            return self._finish(request, outcome, progress)
         # tenacity keeps statistics per thread; begin() resets them. We do not read them.
         self._retrying.begin()
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
+        first = self._retrying.iter(state)
+        assert isinstance(first, tenacity.DoAttempt)  # a fresh state always attempts first
+        state.set_result(outcome)  # the attempt made above
         while True:
             action = self._retrying.iter(state)
             if isinstance(action, tenacity.DoAttempt):
@@ -252,7 +260,8 @@ class Engine:
         if outcome.kind == "ok":
             response = typing.cast("httpx.Response", outcome.value)
             response.extensions[EXTENSION] = stats
-            if response.status_code < 500:
+            # When already OK, succeeded() would change nothing: skip describing the request.
+            if response.status_code < 500 and self.monitor.status is not Status.OK:
                 self.monitor.succeeded(describe(request))
             return response
         error = self._error(request, outcome, progress.attempts)
