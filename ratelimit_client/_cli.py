@@ -204,22 +204,19 @@ def _serve(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config_file)
     pacing = pacing_for(settings.quota, burst=settings.burst, server=settings.server_counting)
-    rows: list[tuple[str, str, str]] = [
-        ("tier", settings.tier, settings.sources["tier"]),
-        ("tiers", ", ".join(f"{n}={r}" for n, r in settings.tiers.items()), settings.sources["tiers"]),
-        ("rate", "-" if settings.rate is None else str(settings.rate), settings.sources["rate"]),
-        ("quota", str(settings.quota), "rate" if settings.rate is not None else "tier"),
-        ("burst", "-" if settings.burst is None else str(settings.burst), settings.sources["burst"]),
-        ("server_counting", settings.server_counting, settings.sources["server_counting"]),
-        ("pacing", f"{pacing.rate} burst {pacing.burst}", "quota, burst, server_counting"),
-        ("backend", settings.backend, settings.sources["backend"]),
-        ("namespace", settings.namespace, settings.sources["namespace"]),
-        ("max_wait", "-" if settings.max_wait is None else f"{settings.max_wait:g}", settings.sources["max_wait"]),
-    ]
+    rows: list[tuple[str, str, str]] = []
+    # Every field, so a setting added later shows up here without touching this command.
+    for field in dataclasses.fields(settings):
+        if field.name in ("retry", "sources"):
+            continue
+        rows.append((field.name, _show(getattr(settings, field.name)), settings.sources.get(field.name, "default")))
+        if field.name == "rate":
+            rows.append(("quota", str(settings.quota), "rate" if settings.rate is not None else "tier"))
+        if field.name == "server_counting":
+            rows.append(("pacing", f"{pacing.rate} burst {pacing.burst}", "quota, burst, server_counting"))
     for field in dataclasses.fields(settings.retry):
-        rows.append(
-            (f"retry.{field.name}", str(getattr(settings.retry, field.name)), settings.sources[f"retry.{field.name}"])
-        )
+        name = f"retry.{field.name}"
+        rows.append((name, _show(getattr(settings.retry, field.name)), settings.sources.get(name, "default")))
     if args.json:
         print(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=2))
         return 0
@@ -228,3 +225,13 @@ def _config(args: argparse.Namespace) -> int:
     for name, value, source in rows:
         print(f"{name:<{width}}  {value:<{value_width}}  {source}")
     return 0
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{name}={item}" for name, item in value.items())
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
