@@ -69,7 +69,7 @@ class ServerConfig:
     """Everything the emulated API does; see :class:`RateLimitMiddleware` for the limit options."""
 
     tiers: typing.Mapping[str, Rate | str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_TIERS))
-    keys: typing.Mapping[str, str] = dataclasses.field(default_factory=dict)
+    keys: typing.Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # raw keys: never shown
     default_tier: str = "free"
     scopes: tuple[ServerScope, ...] = ("ip+key",)
     mode: Mode = "gcra"

@@ -118,3 +118,7 @@ def test_fault_options_are_validated() -> None:
         Faults(error_rate=1.5)
     with pytest.raises(ConfigError):
         Faults(outages=((1.0, 0.0),))
+
+
+def test_the_config_repr_never_shows_an_api_key() -> None:
+    assert "secret-key-abc" not in repr(ServerConfig(keys={"secret-key-abc": "paid"}))
