@@ -1,0 +1,216 @@
+"""Acquire cost per backend, side by side with pyrate-limiter's SQLite bucket and `limits`' Redis moving window.
+
+    python benchmarks/bench_backends.py [--rounds 9] [--n 1000]
+
+pyrate-limiter runs with its defaults (no file lock: its ``use_file_lock=True`` mode
+raises TypeError with the filelock release installed here). Needs the ``bench`` extra
+(pyrate-limiter, limits) and a ``redis-server`` binary: a
+private server is started on a free port, so command counts (INFO commandstats) are
+exact and nothing else shares it. Candidates run interleaved, round by round, so machine
+noise falls on all of them alike; each figure is the median over rounds of µs/acquire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import pathlib
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import typing
+
+import anyio
+import limits
+import limits.storage
+import limits.strategies
+import pyrate_limiter
+import redis
+
+from ratelimit_client import MemoryBackend, RedisBackend, SQLiteBackend
+from ratelimit_client._gcra import Bucket
+
+# A limit that always admits, so every library does exactly its acquire work.
+BUCKET = Bucket(3600 / 1_000_000, 1000)
+KEYS = ["L0:ip+key:ip=192.0.2.1|key=bench"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    server = typing.cast("str", shutil.which("redis-server"))
+    args = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", directory]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def per_acquire(run: typing.Callable[[int], None], n: int) -> float:
+    start = time.perf_counter()
+    run(n)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def commands_per_acquire(url: str, run: typing.Callable[[int], None], n: int) -> tuple[float, dict[str, int]]:
+    """Client-issued commands per acquire (commands run inside Lua scripts excluded)."""
+    admin = redis.Redis.from_url(url)
+    run(1)  # load scripts first
+    admin.config_resetstat()
+    run(n)
+    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in admin.info("commandstats").items()}
+    admin.close()
+    scripted = {"time", "get", "set", "del", "zadd", "zcard", "zrange", "zremrangebyscore", "expire", "pexpire",
+                "lrange", "lpush", "ltrim", "llen", "lindex", "zcount", "incrby", "ttl", "pttl"}  # fmt: skip
+    outer = {k: v for k, v in stats.items() if k not in scripted and k not in ("config|resetstat", "info")}
+    return sum(outer.values()) / n, outer
+
+
+def loop_stall(backend: SQLiteBackend, path: pathlib.Path, via_thread: bool, n: int) -> float:
+    """Longest event-loop stall (ms) while ``n`` reserves run and another connection keeps
+    taking the write lock for 2 ms at a time."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        while not stop.is_set():
+            conn.execute("BEGIN IMMEDIATE")
+            time.sleep(0.002)
+            conn.execute("COMMIT")
+            time.sleep(0.001)
+        conn.close()
+
+    async def main() -> float:
+        worst = 0.0
+
+        async def ticker() -> None:
+            nonlocal worst
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0)
+                worst = max(worst, time.perf_counter() - before)
+
+        task = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        for _ in range(n):
+            if via_thread:
+                await backend.areserve(KEYS, [BUCKET], max_wait=None)
+            else:
+                backend.reserve(KEYS, [BUCKET], max_wait=None)
+                await asyncio.sleep(0)
+        task.cancel()
+        return worst * 1000
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        return asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--n", type=int, default=1000, help="acquires per round and candidate")
+    options = parser.parse_args()
+    n = options.n
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start_redis(tmp)
+        try:
+            ours_sqlite = SQLiteBackend(pathlib.Path(tmp) / "ours.sqlite3", namespace="bench")
+            memory = MemoryBackend()
+            ours_redis = RedisBackend(url, namespace="bench")
+            # limits' client has no socket timeout; ours has 1 s by default (the fallback
+            # needs it to notice a hung server), which costs a poll() per send and receive.
+            ours_redis_plain = RedisBackend(url, namespace="bench", socket_timeout=None)
+            rates = [pyrate_limiter.Rate(1_000_000, pyrate_limiter.Duration.HOUR)]
+            pyrate_bucket = pyrate_limiter.SQLiteBucket.init_from_file(rates, db_path=f"{tmp}/pyrate.sqlite3")
+            pyrate = pyrate_limiter.Limiter(pyrate_bucket)
+            limits_storage = limits.storage.RedisStorage(url)
+            moving = limits.strategies.MovingWindowRateLimiter(limits_storage)
+            item = limits.parse("1000000/hour")
+
+            async def ours_redis_async(count: int) -> None:
+                for _ in range(count):
+                    await ours_redis.areserve(KEYS, [BUCKET], max_wait=None)
+
+            async def ours_sqlite_async(count: int) -> None:
+                for _ in range(count):
+                    await ours_sqlite.areserve(KEYS, [BUCKET], max_wait=None)
+
+            def repeat(call: typing.Callable[[], object]) -> typing.Callable[[int], None]:
+                def run(count: int) -> None:
+                    for _ in range(count):
+                        call()
+
+                return run
+
+            candidates: dict[str, typing.Callable[[int], None]] = {
+                "ours memory": repeat(lambda: memory.reserve(KEYS, [BUCKET], max_wait=None)),
+                "ours sqlite (sync)": repeat(lambda: ours_sqlite.reserve(KEYS, [BUCKET], max_wait=None)),
+                "ours sqlite (async, worker thread)": lambda count: anyio.run(ours_sqlite_async, count),
+                "pyrate-limiter SQLiteBucket": repeat(lambda: pyrate.try_acquire("bench", blocking=False)),
+                "ours redis (sync)": repeat(lambda: ours_redis.reserve(KEYS, [BUCKET], max_wait=None)),
+                "ours redis (sync, no socket timeout)": repeat(
+                    lambda: ours_redis_plain.reserve(KEYS, [BUCKET], max_wait=None)
+                ),
+                "ours redis (asyncio)": lambda count: anyio.run(ours_redis_async, count),
+                "limits redis moving window": repeat(lambda: moving.hit(item, "bench", "key")),
+            }
+            for run in candidates.values():
+                run(50)  # warm up: connections, scripts, tables
+            samples: dict[str, list[float]] = {name: [] for name in candidates}
+            for _ in range(options.rounds):
+                for name, run in candidates.items():
+                    samples[name].append(per_acquire(run, n))
+            medians = {name: statistics.median(values) for name, values in samples.items()}
+
+            print(f"rounds={options.rounds} n={n} (median µs per acquire; lower is better)")
+            for name, value in medians.items():
+                print(f"  {name:42s} {value:9.1f}")
+            print("ratios (ours / theirs):")
+            for ours, theirs in [
+                ("ours sqlite (sync)", "pyrate-limiter SQLiteBucket"),
+                ("ours redis (sync)", "limits redis moving window"),
+                ("ours redis (sync, no socket timeout)", "limits redis moving window"),
+            ]:
+                print(f"  {ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}")
+            ours_cmds, ours_detail = commands_per_acquire(url, candidates["ours redis (sync)"], 200)
+            limits_cmds, limits_detail = commands_per_acquire(url, candidates["limits redis moving window"], 200)
+            print(
+                f"redis commands per acquire: ours {ours_cmds:g} {ours_detail}; limits {limits_cmds:g} {limits_detail}"
+            )
+            stall_path = pathlib.Path(tmp) / "stall.sqlite3"
+            stall_backend = SQLiteBackend(stall_path, namespace="bench")
+            inline = loop_stall(stall_backend, stall_path, via_thread=False, n=200)
+            threaded = loop_stall(stall_backend, stall_path, via_thread=True, n=200)
+            print(f"event-loop stall, sqlite under write contention: inline {inline:.1f} ms, thread {threaded:.1f} ms")
+            ours_sqlite.close()
+            ours_redis.close()
+            ours_redis_plain.close()
+            stall_backend.close()
+        finally:
+            process.terminate()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()
