@@ -84,20 +84,26 @@ def reserve(
     When the slot is more than ``max_wait`` seconds away nothing is charged and the
     decision is refused, so the caller can fail fast without burning capacity.
     """
-    current = [_fresh(s, now, horizon) for s in states]
+    # One pass to find the slot, one to charge it: this runs on every request, so the
+    # steps of _fresh and Bucket.tolerance are written out (same arithmetic).
+    current: list[KeyState | None] = []
     slot = now
-    for state, bucket in zip(current, buckets, strict=True):
+    for stored, bucket in zip(states, buckets, strict=True):
+        state = None if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon else stored
+        current.append(state)  # None also for a stale tat: see _fresh
         tat = now if state is None else max(state.tat, now)
-        slot = max(slot, tat + cost * bucket.interval - bucket.tolerance)
+        slot = max(slot, tat + cost * bucket.interval - bucket.burst * bucket.interval)
     wait = slot - now
     if max_wait is not None and wait > max_wait:
         return Decision(wait, None)
     new_states: list[KeyState] = []
     charges: list[tuple[float, float]] = []
     for state, bucket in zip(current, buckets, strict=True):
-        before = now if state is None else state.tat
+        holes: tuple[tuple[float, float], ...] = ()
+        before = now
+        if state is not None:
+            before, holes = state.tat, state.holes and _live_holes(state.holes, now)
         written = max(before, slot) + cost * bucket.interval
-        holes = () if state is None else _live_holes(state.holes, now)
         new_states.append(KeyState(written, holes))
         charges.append((written, before))
     return Decision(wait, tuple(new_states), tuple(charges))

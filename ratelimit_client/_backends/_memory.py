@@ -37,11 +37,13 @@ class MemoryBackend:
     ) -> Reservation:
         with self._lock:
             now = self._clock()
-            decision = _gcra.reserve([self._states.get(k) for k in keys], buckets, now, max_wait=max_wait)
+            states = self._states
+            decision = _gcra.reserve(list(map(states.get, keys)), buckets, now, max_wait=max_wait)
             if decision.states is None:
                 return Reservation(decision.wait, granted=False)
-            self._states.update(zip(keys, decision.states, strict=True))
-            self._prune(now)
+            states.update(zip(keys, decision.states, strict=True))
+            if len(states) >= 1024:  # the check _prune starts with, without a call per request
+                self._prune(now)
         return Reservation(decision.wait, True, tuple(keys), decision.charges)
 
     def cancel(self, reservation: Reservation) -> None:
