@@ -214,15 +214,19 @@ class _Faulty:
 
     async def __call__(self, scope: typing.MutableMapping[str, typing.Any], receive: Receive, send: Send) -> None:
         if self.outages.active() is not None and _abort_connection(send):
-            return  # a request on a connection opened before the outage began
+            # A request on a connection opened before the outage began. The answer goes
+            # nowhere; it only keeps uvicorn from logging a handler that never answered.
+            await _send_json(send, 503, {"error": "outage"})
+            return
         if self.faults.latency:
             await anyio.sleep(self.faults.latency)
         draw = self._random.random()
         if draw < self.faults.drop_rate + self.faults.error_rate:
             ip, key = self.app.identify(scope)
             self.stats.add("failed", ip, key)
-            if draw >= self.faults.drop_rate or not _abort_connection(send):
-                await _send_json(send, 503, {"error": "service unavailable"})
+            if draw < self.faults.drop_rate:
+                _abort_connection(send)  # where it cannot, the 503 below is what the client sees
+            await _send_json(send, 503, {"error": "service unavailable"})
             return
         await self.app(scope, receive, send)
 
