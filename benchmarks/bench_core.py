@@ -4,7 +4,9 @@
    storage keys, then ``MemoryBackend.reserve``/``areserve`` under a generous rate),
    against aiolimiter's ``AsyncLimiter.acquire()`` (generous rate) and a bare
    ``time.monotonic()`` call as the floor.
-2. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
+2. The same without a network (``httpx.MockTransport`` inside both clients): the
+   transport's own cost per request, in microseconds, free of the network's noise.
+3. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
    (generous limit: no request waits) against bare httpx, on a uvicorn server on
    127.0.0.1 in another process, with keep-alive and the same client set-up.
 
@@ -28,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -177,10 +180,58 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the benchmark server did not start within 20 s")
 
 
-def _options() -> dict[str, typing.Any]:
-    # Everything else is the default a user gets: memory backend, default retry policy,
-    # the API key from the Authorization header, the local IP found (once) by the transport.
-    return {"rate": GENEROUS, "burst": GENEROUS_BURST}
+def _options(backend: str = "memory://") -> dict[str, typing.Any]:
+    # Everything else is the default a user gets: default retry policy, the API key from
+    # the Authorization header, the local IP found (once) by the transport.
+    return {"rate": GENEROUS, "burst": GENEROUS_BURST, "backend": backend}
+
+
+def _ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=b"ok")
+
+
+async def bench_in_process(args: argparse.Namespace) -> list[str]:
+    """The transport's own cost, without a network: both sides wrap httpx.MockTransport."""
+    url = "http://127.0.0.1:8000/"
+    sync_bare = httpx.Client(transport=httpx.MockTransport(_ok), headers=AUTH)
+    sync_ours = httpx.Client(transport=RateLimitTransport(httpx.MockTransport(_ok), **_options()), headers=AUTH)
+    async_bare = httpx.AsyncClient(transport=httpx.MockTransport(_ok), headers=AUTH)
+    async_ours = httpx.AsyncClient(
+        transport=AsyncRateLimitTransport(httpx.MockTransport(_ok), **_options()), headers=AUTH
+    )
+
+    def run_async(client: httpx.AsyncClient) -> Runner:
+        async def run(n: int) -> None:
+            for _ in range(n):
+                await client.get(url)
+
+        return run
+
+    def run_sync(client: httpx.Client) -> Runner:
+        def block(n: int) -> None:
+            for _ in range(n):
+                client.get(url)
+
+        async def run(n: int) -> None:
+            await anyio.to_thread.run_sync(block, n)
+
+        return run
+
+    a_bare = Variant("httpx.AsyncClient(MockTransport)", run_async(async_bare))
+    a_ours = Variant("httpx.AsyncClient(AsyncRateLimitTransport(MockTransport))", run_async(async_ours))
+    s_bare = Variant("httpx.Client(MockTransport)", run_sync(sync_bare))
+    s_ours = Variant("httpx.Client(RateLimitTransport(MockTransport))", run_sync(sync_ours))
+    n = args.requests * 5
+    await interleave([a_bare, a_ours, s_bare, s_ours], rounds=args.rounds, n=n, seed=args.seed)
+    return [
+        f"In process, no network (httpx.MockTransport inside), {n} requests per variant per round, "
+        f"{args.rounds} rounds (asyncio):",
+        "",
+        *table([a_bare, a_ours, s_bare, s_ours], a_bare),
+        "",
+        f"- {overhead(a_ours, a_bare)}",
+        f"- {overhead(s_ours, s_bare)}",
+    ]
 
 
 async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
@@ -188,10 +239,14 @@ async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
     sync_bare = httpx.Client(transport=httpx.HTTPTransport(limits=limits), headers=AUTH)
     sync_transport = RateLimitTransport(httpx.HTTPTransport(limits=limits), **_options())
     async_transport = AsyncRateLimitTransport(httpx.AsyncHTTPTransport(limits=limits), **_options())
+    sqlite_transport = AsyncRateLimitTransport(
+        httpx.AsyncHTTPTransport(limits=limits), **_options(f"sqlite://{args.sqlite_file}")
+    )
     sync_ours = httpx.Client(transport=sync_transport, headers=AUTH)
     async with (
         httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(limits=limits), headers=AUTH) as async_bare,
         httpx.AsyncClient(transport=async_transport, headers=AUTH) as async_ours,
+        httpx.AsyncClient(transport=sqlite_transport, headers=AUTH) as async_sqlite,
     ):
 
         def run_async(client: httpx.AsyncClient) -> Runner:
@@ -216,13 +271,14 @@ async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
         a_ours = Variant("httpx.AsyncClient + AsyncRateLimitTransport", run_async(async_ours))
         s_bare = Variant("httpx.Client, bare", run_sync(sync_bare))
         s_ours = Variant("httpx.Client + RateLimitTransport", run_sync(sync_ours))
-        variants = [a_bare, a_ours, s_bare, s_ours]
+        a_sqlite = Variant("httpx.AsyncClient + AsyncRateLimitTransport, SQLite backend", run_async(async_sqlite))
+        variants = [a_bare, a_ours, s_bare, s_ours, a_sqlite]
         try:
             await interleave(variants, rounds=args.rounds, n=args.requests, seed=args.seed)
         finally:
             await anyio.to_thread.run_sync(sync_bare.close)
             await anyio.to_thread.run_sync(sync_ours.close)
-        for transport in (sync_transport, async_transport):
+        for transport in (sync_transport, async_transport, sqlite_transport):
             stats = transport.statistics()
             if stats.slot_waits or stats.retries:
                 raise RuntimeError(f"the transport waited or retried: {stats}")
@@ -234,6 +290,7 @@ async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
         "",
         f"- {overhead(a_ours, a_bare)}",
         f"- {overhead(s_ours, s_bare)}",
+        f"- {overhead(a_sqlite, a_bare)} (informational: the cross-process default, not the target)",
     ]
 
 
@@ -258,14 +315,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="HTTP requests per variant per round")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="for the transport part")
     parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--skip", choices=("acquire", "transport"), help="leave one part out")
+    parser.add_argument("--skip", choices=("acquire", "in-process", "transport"), action="append", default=[])
     args = parser.parse_args()
+    args.sqlite_file = Path(tempfile.mkdtemp(prefix="bench_core_")) / "limits.db"
 
     print(f"Machine: {machine()}\n")
-    if args.skip != "acquire":
+    if "acquire" not in args.skip:
         # aiolimiter is asyncio-only, so the acquire part always runs on asyncio.
         print("\n".join(anyio.run(bench_acquire, args, backend="asyncio")), "\n", flush=True)
-    if args.skip != "transport":
+    if "in-process" not in args.skip:
+        print("\n".join(anyio.run(bench_in_process, args, backend="asyncio")), "\n", flush=True)
+    if "transport" not in args.skip:
         port = free_port()
         server = start_server(port)
         try:
