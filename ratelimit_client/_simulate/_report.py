@@ -163,7 +163,11 @@ def plot(summaries: typing.Sequence[RunSummary], quota_per_second: float, path: 
         marked = [(s, summary.admitted_per_second[s]) for s in seconds if summary.throttled_per_second[s]]
         if marked:
             axes.scatter(
-                [s for s, _ in marked], [a for _, a in marked], marker="x", color=line.get_color(), label="429s sent"
+                [s for s, _ in marked],
+                [a for _, a in marked],
+                marker="x",
+                color=line.get_color(),
+                label=f"{summary.kind}: 429s that second",
             )
     identities = max((s.identities for s in summaries), default=1)
     axes.axhline(quota_per_second * identities, color="black", linestyle="--", label="quota")
