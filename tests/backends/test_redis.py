@@ -163,3 +163,38 @@ async def test_a_cancelled_round_trip_keeps_the_connection_in_step(private_redis
     assert nxt.wait == 0.0
     await backend.aclose()
     admin.close()
+
+
+def test_fail_mode_surfaces_through_the_transport() -> None:
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        backend="redis://127.0.0.1:1/0?fallback=fail",
+        api_key="k",
+        ip="192.0.2.10",
+    )
+    with httpx.Client(transport=transport) as client, pytest.raises(BackendError, match=r"127\.0\.0\.1:1"):
+        client.get("https://api.test/")
+
+
+@pytest.mark.anyio
+async def test_the_async_path_falls_back_and_comes_back(private_redis: PrivateRedis) -> None:
+    events: list[str] = []
+    backend = FallbackBackend(
+        RedisBackend(private_redis.url, namespace="afault"),
+        probe_interval=0.0,
+        emit=lambda event, level: events.append(event.kind),
+    )
+    bucket = Bucket(10.0, 1)
+    assert not (await backend.areserve(["k"], [bucket], max_wait=None)).fallback
+    private_redis.stop()
+    local = await backend.areserve(["k"], [bucket], max_wait=None)
+    assert local.fallback
+    assert local.wait == 0.0  # a fresh local bucket: this process alone
+    await backend.acancel(local)  # goes back to the local bucket, not to Redis
+    assert events == ["backend_degraded"]
+    private_redis.start()
+    # Redis is empty after the restart: the first answer from it is a fresh bucket.
+    back = await backend.areserve(["k"], [bucket], max_wait=None)
+    assert not back.fallback
+    assert events == ["backend_degraded", "backend_restored"]
+    await backend.aclose()
