@@ -195,6 +195,8 @@ class RedisBackend:
     :class:`redis.asyncio.Redis` client per event loop on asyncio, and the sync client in
     a worker thread on trio (redis-py has no trio client). Errors (unreachable, timeout,
     refused) raise :class:`BackendError`; wrap in :class:`FallbackBackend` to keep going.
+    ``socket_timeout`` (seconds, also for connecting) bounds how long a hung server can
+    hold a request before that happens; other keywords go to :meth:`redis.Redis.from_url`.
     """
 
     def __init__(
@@ -244,10 +246,9 @@ class RedisBackend:
         args = ["" if max_wait is None else repr(float(max_wait)), *_bucket_args(tuple(buckets))]
         return "reserve", [self.key(k) for k in keys], args
 
-    @staticmethod
-    def _cancel_call(reservation: Reservation, prefix: str) -> Call:
+    def _cancel_call(self, reservation: Reservation) -> Call:
         args = [str(MAX_HOLES), *(repr(x) for charge in reservation.charges for x in charge)]
-        return "cancel", [prefix + k for k in reservation.keys], args
+        return "cancel", [self.key(k) for k in reservation.keys], args
 
     def _pause_call(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> Call:
         args = [repr(float(seconds)), *_bucket_args(tuple(buckets))]
@@ -302,7 +303,7 @@ class RedisBackend:
 
     def cancel(self, reservation: Reservation) -> None:
         if reservation.granted and reservation.keys:
-            self._run(self._cancel_call(reservation, self._prefix))
+            self._run(self._cancel_call(reservation))
 
     def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         self._run(self._pause_call(keys, buckets, seconds))
@@ -319,7 +320,7 @@ class RedisBackend:
 
     async def acancel(self, reservation: Reservation) -> None:
         if reservation.granted and reservation.keys:
-            await self._arun(self._cancel_call(reservation, self._prefix))
+            await self._arun(self._cancel_call(reservation))
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         await self._arun(self._pause_call(keys, buckets, seconds))
