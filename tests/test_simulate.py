@@ -137,9 +137,10 @@ def test_simulate_outage_shows_network_failure_and_loses_nothing(capsys: pytest.
 
 
 def test_simulate_spreads_workers_over_keys_and_source_addresses(capsys: pytest.CaptureFixture[str]) -> None:
-    run = _simulate(capsys, "--workers", "4", "--duration", "2", "--keys", "2", "--ips", "2")
-    assert run["errors"] == []
-    assert run["identities"] == 2  # worker i gets key i%2 and IP i%2: two pairs
+    run = _simulate(capsys, "--workers", "6", "--duration", "2", "--keys", "2", "--ips", "3")
+    # Worker i has key i%2 and source address 127.0.0.(1 + i%3): six pairs, only if the
+    # addresses were really bound (else the server would see two).
+    assert run["identities"] == 6
     assert run["throttled"] == 0
     assert run["lost"] == 0
 
