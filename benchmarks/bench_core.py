@@ -11,8 +11,8 @@
    127.0.0.1 in another process, with keep-alive and the same client set-up.
 
 The machine is noisy, so every variant runs in every round, in a shuffled order, and the
-report gives medians over rounds and the median of the per-round ratios (each round's
-variants ran back to back, under the same noise)::
+report gives medians over rounds and the median of the per-round ratios (the variants
+compared with each other run back to back in each round, under the same noise)::
 
     python benchmarks/bench_core.py                   # the figures in RESULTS.md
     python benchmarks/bench_core.py --rounds 5 --requests 300 --acquires 20000  # quick
@@ -59,19 +59,21 @@ class Variant:
     samples: list[float] = dataclasses.field(default_factory=list)  # seconds per operation, per round
 
 
-async def interleave(variants: list[Variant], *, rounds: int, n: int, seed: int) -> None:
-    """Run every variant once per round, in a fresh random order each round."""
+async def interleave(groups: list[list[Variant]], *, rounds: int, n: int, seed: int) -> None:
+    """Run every variant once per round. The variants of a group (the ones whose ratios are
+    reported) run back to back, so a burst of noise from other jobs hits them alike; the
+    order of groups, and within each group, is shuffled afresh each round."""
     order = random.Random(seed)
-    for variant in variants:  # warm-up: connections, caches, the local-IP lookup
-        await variant.run(max(1, n // 10))
+    for group in groups:  # warm-up: connections, caches, the local-IP lookup
+        for variant in group:
+            await variant.run(max(1, n // 10))
     for _ in range(rounds):
-        shuffled = variants[:]
-        order.shuffle(shuffled)
-        for variant in shuffled:
-            gc.collect()
-            start = time.perf_counter()
-            await variant.run(n)
-            variant.samples.append((time.perf_counter() - start) / n)
+        for group in order.sample(groups, len(groups)):
+            for variant in order.sample(group, len(group)):
+                gc.collect()
+                start = time.perf_counter()
+                await variant.run(n)
+                variant.samples.append((time.perf_counter() - start) / n)
 
 
 def _us(seconds: float) -> str:
@@ -144,7 +146,7 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
         Variant("ours: keys + MemoryBackend.areserve", ours_async),
         Variant("ours: keys + MemoryBackend.reserve (sync)", ours_sync),
     ]
-    await interleave(variants, rounds=args.rounds, n=args.acquires, seed=args.seed)
+    await interleave([variants], rounds=args.rounds, n=args.acquires, seed=args.seed)
     if waited:
         raise RuntimeError(f"{len(waited)} acquires waited: the rate is not generous enough")
     return [
@@ -221,8 +223,8 @@ async def bench_in_process(args: argparse.Namespace) -> list[str]:
     a_ours = Variant("httpx.AsyncClient(AsyncRateLimitTransport(MockTransport))", run_async(async_ours))
     s_bare = Variant("httpx.Client(MockTransport)", run_sync(sync_bare))
     s_ours = Variant("httpx.Client(RateLimitTransport(MockTransport))", run_sync(sync_ours))
-    n = args.requests * 5
-    await interleave([a_bare, a_ours, s_bare, s_ours], rounds=args.rounds, n=n, seed=args.seed)
+    n = args.requests * 4
+    await interleave([[a_bare, a_ours], [s_bare, s_ours]], rounds=args.rounds, n=n, seed=args.seed)
     return [
         f"In process, no network (httpx.MockTransport inside), {n} requests per variant per round, "
         f"{args.rounds} rounds (asyncio):",
@@ -274,7 +276,8 @@ async def bench_transport(args: argparse.Namespace, url: str) -> list[str]:
         a_sqlite = Variant("httpx.AsyncClient + AsyncRateLimitTransport, SQLite backend", run_async(async_sqlite))
         variants = [a_bare, a_ours, s_bare, s_ours, a_sqlite]
         try:
-            await interleave(variants, rounds=args.rounds, n=args.requests, seed=args.seed)
+            groups = [[a_bare, a_ours, a_sqlite], [s_bare, s_ours]]
+            await interleave(groups, rounds=args.rounds, n=args.requests, seed=args.seed)
         finally:
             await anyio.to_thread.run_sync(sync_bare.close)
             await anyio.to_thread.run_sync(sync_ours.close)
@@ -310,9 +313,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--acquires", type=int, default=50_000, help="acquires per variant per round")
-    parser.add_argument("--requests", type=int, default=1000, help="HTTP requests per variant per round")
+    parser.add_argument("--requests", type=int, default=500, help="HTTP requests per variant per round")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="for the transport part")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--skip", choices=("acquire", "in-process", "transport"), action="append", default=[])
