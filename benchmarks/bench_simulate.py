@@ -8,6 +8,10 @@ utilisation``). Prints Markdown tables for benchmarks/RESULTS.md and draws the c
 
     python benchmarks/bench_simulate.py                       # the figures in RESULTS.md
     python benchmarks/bench_simulate.py --duration 8 --only modes   # quick
+
+Rows: each counting mode with the tier set; the same with a 3 s outage mid-run; the client
+told the paid tier while the server enforces the free one; the strictest server at 12x
+instead of 60x compression; and every installed client kind against the sliding log.
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=15)
     parser.add_argument("--rate", default="50/second")
-    parser.add_argument("--only", choices=("modes", "outage", "misset", "compare"), action="append")
+    parser.add_argument("--only", choices=("modes", "outage", "misset", "slower", "compare"), action="append")
     parser.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "simulate.png"))
     args = parser.parse_args()
-    only = set(args.only or ("modes", "outage", "misset", "compare"))
+    only = set(args.only or ("modes", "outage", "misset", "slower", "compare"))
     base = {"workers": args.workers, "rate": args.rate, "duration": args.duration}
     outage_at = round(args.duration / 2 - 1.5, 1)
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}", file=sys.stderr)
@@ -66,6 +70,10 @@ def main() -> None:
             run(f"3 s outage at {outage_at:g} s", SimulationConfig(mode=mode, outage=(outage_at, 3.0), **base))
     if "misset" in only:
         run("tier mis-set (told paid)", SimulationConfig(mode="sliding_log", client_rate="200/second", **base))
+    if "slower" in only:
+        # 12x instead of 60x: one request of slack is 100 ms instead of 20 ms.
+        slower = {**base, "rate": "50/5s", "duration": 2 * args.duration}
+        run("12x compression (50 per 5 s)", SimulationConfig(mode="sliding_log", **slower))
     if "compare" in only:
         summaries = [
             run("compare", SimulationConfig(mode="sliding_log", kinds=(kind,), **base), kind)
