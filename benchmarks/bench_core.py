@@ -26,6 +26,7 @@ import gc
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -320,23 +321,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--skip", choices=("acquire", "in-process", "transport"), action="append", default=[])
     args = parser.parse_args()
-    args.sqlite_file = Path(tempfile.mkdtemp(prefix="bench_core_")) / "limits.db"
 
-    print(f"Machine: {machine()}\n")
-    if "acquire" not in args.skip:
-        # aiolimiter is asyncio-only, so the acquire part always runs on asyncio.
-        print("\n".join(anyio.run(bench_acquire, args, backend="asyncio")), "\n", flush=True)
-    if "in-process" not in args.skip:
-        print("\n".join(anyio.run(bench_in_process, args, backend="asyncio")), "\n", flush=True)
-    if "transport" not in args.skip:
-        port = free_port()
-        server = start_server(port)
-        try:
-            lines = anyio.run(bench_transport, args, f"http://127.0.0.1:{port}/", backend=args.backend)
-        finally:
-            server.terminate()
-            server.wait(10)
-        print("\n".join(lines))
+    scratch = tempfile.mkdtemp(prefix="bench_core_")
+    args.sqlite_file = Path(scratch) / "limits.db"
+    try:
+        print(f"Machine: {machine()}\n")
+        if "acquire" not in args.skip:
+            # aiolimiter is asyncio-only, so the acquire part always runs on asyncio.
+            print("\n".join(anyio.run(bench_acquire, args, backend="asyncio")), "\n", flush=True)
+        if "in-process" not in args.skip:
+            print("\n".join(anyio.run(bench_in_process, args, backend="asyncio")), "\n", flush=True)
+        if "transport" not in args.skip:
+            port = free_port()
+            server = start_server(port)
+            try:
+                lines = anyio.run(bench_transport, args, f"http://127.0.0.1:{port}/", backend=args.backend)
+            finally:
+                server.terminate()
+                server.wait(10)
+            print("\n".join(lines))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
