@@ -14,8 +14,10 @@ import re
 import sys
 import typing
 
+from ._adaptive import AdaptiveConfig, AdaptiveMode
 from ._exceptions import ConfigError
-from ._rate import DEFAULT_TIERS, Rate, ServerCounting, parse_rate
+from ._headers import ResetFormat
+from ._rate import DEFAULT_TIERS, Rate, ServerCounting, pacing_for, parse_rate
 from ._retry import RetryPolicy
 
 if sys.version_info >= (3, 11):
@@ -28,6 +30,8 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 ENV_PREFIX = "RATELIMIT_CLIENT_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_BACKEND = "sqlite://"
+AUTO_TIER = "auto"  # start at the free tier's rate and learn the real quota from the server
+_RESET_FORMATS = ("auto", "epoch", "epoch_ms", "delta")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -44,12 +48,42 @@ class Settings:
     namespace: str = "ratelimit-client"
     max_wait: float | None = None
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    adaptive: AdaptiveMode = "full"
+    adaptive_beta: float = 0.7
+    adaptive_probe: float | None = None
+    adaptive_floor: Rate | None = None
+    adaptive_ttl: float = 600.0
+    adaptive_discover: bool = False
+    reset_formats: typing.Mapping[str, ResetFormat] = dataclasses.field(default_factory=dict)
     sources: typing.Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def quota(self) -> Rate:
-        """The server's limit: ``rate`` when given, else the tier's rate."""
-        return self.rate if self.rate is not None else self.tiers[self.tier]
+        """The server's limit: ``rate`` when given, else the tier's rate (``auto``: the free tier's)."""
+        if self.rate is not None:
+            return self.rate
+        return self.tiers["free" if self.tier == AUTO_TIER else self.tier]
+
+    @property
+    def discover(self) -> bool:
+        """Whether the learned rate may rise above the configured one."""
+        return self.adaptive_discover or (self.tier == AUTO_TIER and self.rate is None)
+
+    def adaptive_config(self) -> AdaptiveConfig:
+        """The learning controller's settings; rates in requests per second."""
+        return AdaptiveConfig(
+            mode=self.adaptive,
+            beta=self.adaptive_beta,
+            # By default the rate climbs back to where it was within one window of the quota.
+            probe=self.adaptive_probe if self.adaptive_probe is not None else self.quota.per_seconds,
+            floor=None if self.adaptive_floor is None else self.adaptive_floor.per_second,
+            ttl=self.adaptive_ttl,
+            discover=self.discover,
+        )
+
+    def pacing_rate(self) -> float:
+        """Requests per second the client paces the quota at (the learned rate's ceiling)."""
+        return pacing_for(self.quota, burst=self.burst, server=self.server_counting).rate.per_second
 
 
 def _text(field: str, value: object) -> str:
@@ -127,6 +161,52 @@ def _tiers(field: str, value: object) -> dict[str, Rate]:
     return {_text(f"{field}.{name}", name): parse_rate(rate, field=f"{field}.{name}") for name, rate in value.items()}
 
 
+def _mode(field: str, value: object) -> AdaptiveMode:
+    if value in ("off", "headers", "full"):
+        return value
+    raise ConfigError(field, value, "'off', 'headers' or 'full'")
+
+
+def _number(field: str, value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(field, value, "a number") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(field, value, "a finite number")
+    return float(value)
+
+
+def _optional_rate(field: str, value: object) -> Rate | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return parse_rate(typing.cast("str", value), field=field)
+
+
+def _reset_formats(field: str, value: object) -> dict[str, ResetFormat]:
+    if isinstance(value, str):
+        # Environment form: "api.github.com=epoch, api.example=delta".
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(field, value, "'host=format' pairs separated by commas")
+        value = {host.strip(): fmt.strip() for host, _, fmt in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(field, value, "a table of host names to reset formats")
+    formats: dict[str, ResetFormat] = {}
+    for host, fmt in value.items():
+        if fmt not in _RESET_FORMATS:
+            raise ConfigError(_nested(field, host), fmt, f"one of {', '.join(_RESET_FORMATS)}")
+        formats[_text(_nested(field, host), host).lower()] = fmt
+    return formats
+
+
+def _nested(label: str, name: str) -> str:
+    # "reset_formats (environment X)" and "api" -> "reset_formats.api (environment X)"
+    field, sep, source = label.partition(" (")
+    return f"{field}.{name}{sep}{source}"
+
+
 _PARSERS: dict[str, typing.Callable[[str, object], object]] = {
     "tier": _text,
     "tiers": _tiers,
@@ -136,6 +216,13 @@ _PARSERS: dict[str, typing.Callable[[str, object], object]] = {
     "backend": _backend,
     "namespace": _namespace,
     "max_wait": _optional_seconds,
+    "adaptive": _mode,
+    "adaptive_beta": _number,
+    "adaptive_probe": _optional_seconds,
+    "adaptive_floor": _optional_rate,
+    "adaptive_ttl": _seconds,
+    "adaptive_discover": _bool,
+    "reset_formats": _reset_formats,
 }
 
 
@@ -176,6 +263,9 @@ def load_settings(
     _from_environment(environ, layers[1], retry_raw)
     _from_arguments(arguments, layers[2], retry_raw)
     raw: Raw = {name: item for layer in layers for name, item in layer.items()}
+    rate_overridden = _tier_overrides_rate(layers)
+    if rate_overridden:
+        del raw["rate"]
 
     values = {
         name: _PARSERS[name](_label(name, source), value) for name, (value, source) in raw.items() if name != "tiers"
@@ -204,15 +294,29 @@ def load_settings(
             raise
         raise ConfigError(_label(exc.field, given[1]), exc.value, exc.allowed) from None
     settings = Settings(retry=retry, tiers=tiers, **values)  # type: ignore[arg-type]
-    if settings.tier not in settings.tiers:
+    if settings.tier not in settings.tiers and settings.tier != AUTO_TIER:
         source = raw["tier"][1] if "tier" in raw else "default"
-        raise ConfigError(_label("tier", source), settings.tier, f"one of {', '.join(sorted(settings.tiers))}")
+        allowed = ", ".join([*sorted(settings.tiers), AUTO_TIER])
+        raise ConfigError(_label("tier", source), settings.tier, f"one of {allowed}")
+    try:
+        settings.adaptive_config()
+    except ConfigError as exc:
+        given = raw.get(exc.field)
+        raise ConfigError(_label(exc.field, given[1]) if given else exc.field, exc.value, exc.allowed) from None
     sources = {f.name: "default" for f in dataclasses.fields(Settings) if f.name not in ("retry", "sources")}
     sources |= {f"retry.{name}": "default" for name in _RETRY_FIELDS}
     sources |= {name: source for name, (_, source) in raw.items()}
+    if rate_overridden:
+        sources["rate"] = f"not used: tier from {raw['tier'][1]} takes precedence"
     sources |= {f"tiers.{name}": source for name, source in tier_sources.items()}
     sources |= {f"retry.{name}": source for name, (_, source) in retry_raw.items()}
     return dataclasses.replace(settings, sources=sources)
+
+
+def _tier_overrides_rate(layers: list[Raw]) -> bool:
+    """A tier given at a higher precedence than a rate wins over it (arguments over environment)."""
+    level = {name: index for index, layer in enumerate(layers) for name in layer}
+    return "tier" in level and "rate" in level and level["tier"] > level["rate"]
 
 
 def _label(field: str, source: str) -> str:

@@ -221,7 +221,9 @@ def test_tier_tables_merge_tier_by_tier_across_sources(toml: typing.Callable[[st
 def test_a_tier_must_exist() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(environ={"RATELIMIT_CLIENT_TIER": "gold"})
-    assert str(info.value) == ("invalid tier (environment RATELIMIT_CLIENT_TIER): 'gold' (expected one of free, paid)")
+    assert str(info.value) == (
+        "invalid tier (environment RATELIMIT_CLIENT_TIER): 'gold' (expected one of free, paid, auto)"
+    )
 
 
 # --- every invalid value ----------------------------------------------------------------
@@ -349,7 +351,7 @@ def test_every_invalid_argument_names_field_and_value(arguments: dict[str, typin
 
 def test_unknown_file_key_lists_the_known_ones(toml: typing.Callable[[str], pathlib.Path]) -> None:
     path = toml("colour = 'blue'\n")
-    with pytest.raises(ConfigError, match=r"expected one of backend, burst, .*, tiers, retry"):
+    with pytest.raises(ConfigError, match=r"expected one of adaptive, .*, backend, burst, .*, tiers, retry"):
         load_settings(config_file=path, environ={})
 
 
@@ -389,3 +391,60 @@ def test_invalid_utf8_toml(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError, match=r"expected valid TOML \(") as info:
         load_settings(config_file=path, environ={})
     assert info.value.field == "config"
+
+
+def test_a_tier_argument_wins_over_a_rate_from_the_environment() -> None:
+    settings = load_settings(environ={"RATELIMIT_CLIENT_RATE": "10/minute"}, tier="paid")
+    assert settings.quota == Rate(200, 60)
+    assert settings.rate is None
+    assert settings.sources["rate"] == "not used: tier from argument takes precedence"
+    # at the same level, the explicit rate wins
+    both = load_settings(environ={}, tier="paid", rate="10/minute")
+    assert both.quota == Rate(10, 60)
+
+
+def test_auto_tier_starts_at_free_and_allows_discovery() -> None:
+    settings = load_settings(environ={}, tier="auto")
+    assert settings.quota == Rate(50, 60)
+    assert settings.discover
+    assert settings.adaptive_config().discover
+    assert not load_settings(environ={}, tier="paid").discover
+
+
+def test_adaptive_settings_from_every_source(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('adaptive = "headers"\nadaptive_ttl = 30\n[reset_formats]\n"api.github.com" = "epoch"\n')
+    settings = load_settings(
+        config_file=path, environ={"RATELIMIT_CLIENT_ADAPTIVE_FLOOR": "6/minute"}, adaptive_beta=0.5
+    )
+    config = settings.adaptive_config()
+    assert (config.mode, config.ttl, config.beta, config.floor) == ("headers", 30.0, 0.5, 0.1)
+    assert config.probe == 60.0  # one window of the quota
+    assert settings.reset_formats == {"api.github.com": "epoch"}
+    assert settings.sources["adaptive"].startswith("file ")
+    assert settings.sources["adaptive_floor"] == "environment RATELIMIT_CLIENT_ADAPTIVE_FLOOR"
+    assert settings.sources["adaptive_beta"] == "argument"
+
+
+@pytest.mark.parametrize(
+    ("environ", "field"),
+    [
+        ({"RATELIMIT_CLIENT_ADAPTIVE": "sometimes"}, "adaptive (environment RATELIMIT_CLIENT_ADAPTIVE)"),
+        ({"RATELIMIT_CLIENT_ADAPTIVE_BETA": "1.5"}, "adaptive_beta (environment RATELIMIT_CLIENT_ADAPTIVE_BETA)"),
+        ({"RATELIMIT_CLIENT_ADAPTIVE_BETA": "x"}, "adaptive_beta (environment RATELIMIT_CLIENT_ADAPTIVE_BETA)"),
+        ({"RATELIMIT_CLIENT_ADAPTIVE_TTL": "-1"}, "adaptive_ttl (environment RATELIMIT_CLIENT_ADAPTIVE_TTL)"),
+        ({"RATELIMIT_CLIENT_ADAPTIVE_FLOOR": "fast"}, "adaptive_floor (environment RATELIMIT_CLIENT_ADAPTIVE_FLOOR)"),
+        (
+            {"RATELIMIT_CLIENT_ADAPTIVE_DISCOVER": "maybe"},
+            "adaptive_discover (environment RATELIMIT_CLIENT_ADAPTIVE_DISCOVER)",
+        ),
+        (
+            {"RATELIMIT_CLIENT_RESET_FORMATS": "api=sometimes"},
+            "reset_formats.api (environment RATELIMIT_CLIENT_RESET_FORMATS)",
+        ),
+        ({"RATELIMIT_CLIENT_RESET_FORMATS": "nonsense"}, "reset_formats (environment RATELIMIT_CLIENT_RESET_FORMATS)"),
+    ],
+)
+def test_invalid_adaptive_values_name_the_field(environ: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=environ)
+    assert info.value.field == field
