@@ -30,6 +30,9 @@ class Reservation:
     charges: tuple[tuple[float, float], ...] = ()
     # Taken from a local fallback while the shared backend was unreachable.
     fallback: bool = False
+    # What learn() last stored for keys[0] and has not expired: the fleet's learned rate,
+    # read in the same atomic step so that learning costs no extra round trip.
+    learned: str | None = None
 
 
 @typing.runtime_checkable
@@ -48,6 +51,10 @@ class Backend(typing.Protocol):
 
     def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None: ...
 
+    def learn(self, key: str, value: str, ttl: float) -> None:
+        """Store ``value`` (opaque text) for ``key`` for ``ttl`` seconds; reserve() returns it."""
+        ...
+
     def close(self) -> None: ...
 
     async def areserve(
@@ -57,6 +64,8 @@ class Backend(typing.Protocol):
     async def acancel(self, reservation: Reservation) -> None: ...
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None: ...
+
+    async def alearn(self, key: str, value: str, ttl: float) -> None: ...
 
     async def aclose(self) -> None: ...
 

@@ -144,6 +144,9 @@ class FallbackBackend:
             lambda: self.primary.pause(keys, buckets, seconds), lambda: self.local.pause(keys, buckets, seconds)
         )
 
+    def learn(self, key: str, value: str, ttl: float) -> None:
+        self._route(lambda: self.primary.learn(key, value, ttl), lambda: self.local.learn(key, value, ttl))
+
     def close(self) -> None:
         self.primary.close()
         self.local.close()
@@ -171,6 +174,9 @@ class FallbackBackend:
         await self._aroute(
             lambda: self.primary.apause(keys, buckets, seconds), lambda: self.local.apause(keys, buckets, seconds)
         )
+
+    async def alearn(self, key: str, value: str, ttl: float) -> None:
+        await self._aroute(lambda: self.primary.alearn(key, value, ttl), lambda: self.local.alearn(key, value, ttl))
 
     async def aclose(self) -> None:
         await self.primary.aclose()

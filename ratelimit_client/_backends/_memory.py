@@ -22,12 +22,13 @@ class MemoryBackend:
     so memory follows the number of *active* keys.
     """
 
-    __slots__ = ("_clock", "_lock", "_states")
+    __slots__ = ("_clock", "_learned", "_lock", "_states")
 
     def __init__(self, *, clock: typing.Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._states: dict[str, _gcra.KeyState] = {}
+        self._learned: dict[str, tuple[str, float]] = {}  # key -> (value, expires)
 
     def __repr__(self) -> str:
         return f"<MemoryBackend keys={len(self._states)}>"
@@ -44,6 +45,9 @@ class MemoryBackend:
             states.update(zip(keys, decision.states, strict=True))
             if len(states) >= 1024:  # the check _prune starts with, without a call per request
                 self._prune(now)
+            learned = self._learned.get(keys[0]) if self._learned else None
+        if learned is not None and learned[1] > now:
+            return Reservation(decision.wait, True, tuple(keys), decision.charges, learned=learned[0])
         return Reservation(decision.wait, True, tuple(keys), decision.charges)
 
     def cancel(self, reservation: Reservation) -> None:
@@ -60,9 +64,17 @@ class MemoryBackend:
             for key, bucket in zip(keys, buckets, strict=True):
                 self._states[key] = _gcra.pause(self._states.get(key), bucket, now + seconds, now)
 
+    def learn(self, key: str, value: str, ttl: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._learned[key] = (value, now + ttl)
+            if len(self._learned) >= 1024:
+                self._learned = {k: v for k, v in self._learned.items() if v[1] > now}
+
     def close(self) -> None:
         with self._lock:
             self._states.clear()
+            self._learned.clear()
 
     # The work is a few microseconds under a lock: doing it on the event loop is cheaper
     # than a hop to a worker thread.
@@ -76,6 +88,9 @@ class MemoryBackend:
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         self.pause(keys, buckets, seconds)
+
+    async def alearn(self, key: str, value: str, ttl: float) -> None:
+        self.learn(key, value, ttl)
 
     async def aclose(self) -> None:
         self.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import typing
 import urllib.parse
 import weakref
@@ -84,12 +85,14 @@ end
 local now = now_()
 """
 
-# ARGV: max_wait ('' = none), horizon, then interval and tolerance per key.
+# KEYS: the bucket keys, then the learned key of the first. ARGV: max_wait ('' = none),
+# horizon, then interval and tolerance per bucket key.
 _RESERVE = """
 local max_wait = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
+local n = #KEYS - 1
 local states, slot = {}, now
-for i = 1, #KEYS do
+for i = 1, n do
   local s = fresh(load(KEYS[i]), now, horizon)
   states[i] = s
   local tat = now
@@ -101,13 +104,17 @@ local wait = slot - now
 if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
 -- One string, not an array: the client parses one reply instead of 2 + 2n.
 local reply = {'1', tostring(wait)}
-for i = 1, #KEYS do
+for i = 1, n do
   local s = states[i]
   local before, holes, before_text = now, {}, nil
   if s then before = s.tat; holes = live(s.holes, now); before_text = s.text else before_text = fmt(now) end
   local written = math.max(before, slot) + tonumber(ARGV[1 + 2 * i])
   reply[#reply + 1] = store(KEYS[i], written, holes, now); reply[#reply + 1] = before_text
 end
+-- The learned value (any text, spaces too) goes last, marked by '=': the client splits
+-- off the 2 + 2n numbers and keeps the rest as it is.
+local learned = redis.call('GET', KEYS[n + 1])
+if learned then reply[#reply + 1] = '=' .. learned end
 return table.concat(reply, ' ')
 """
 
@@ -167,7 +174,7 @@ return 1
 
 SCRIPTS = {"reserve": _PRELUDE + _RESERVE, "cancel": _PRELUDE + _CANCEL, "pause": _PRELUDE + _PAUSE}
 
-Call = tuple[str, list[str], list[str]]  # script name, KEYS, ARGV
+Call = tuple[str, list[str], list[str]]  # script name (or "learn": a plain SET), KEYS, ARGV
 
 
 @functools.lru_cache(maxsize=256)
@@ -217,6 +224,7 @@ class RedisBackend:
         self._url = url
         self._options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **client_options}
         self._prefix = f"{{{namespace}}}:v1:"
+        self._learned_prefix = f"{{{namespace}}}:learned:v1:"
         try:
             self._client: redis.Redis = redis.Redis.from_url(url, **self._options)
         except (ValueError, TypeError) as exc:
@@ -238,13 +246,19 @@ class RedisBackend:
         """The Redis key holding the state of the limiter key ``key``."""
         return self._prefix + key
 
+    def learned_key(self, key: str) -> str:
+        """The Redis key holding what :meth:`learn` stored for ``key``."""
+        # Same hash tag, so reserve's script reads it on the node of the bucket keys; a
+        # different prefix than key()'s, so no limiter key can name it.
+        return self._learned_prefix + key
+
     # Each operation is built once as (script, KEYS, ARGV) and its reply parsed once; only
     # the call differs between sync and async.
     def _reserve_call(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], max_wait: float | None
     ) -> Call:
         args = ["" if max_wait is None else repr(float(max_wait)), *_bucket_args(tuple(buckets))]
-        return "reserve", [self.key(k) for k in keys], args
+        return "reserve", [*(self.key(k) for k in keys), self.learned_key(keys[0])], args
 
     def _cancel_call(self, reservation: Reservation) -> Call:
         args = [str(MAX_HOLES), *(repr(x) for charge in reservation.charges for x in charge)]
@@ -254,35 +268,53 @@ class RedisBackend:
         args = [repr(float(seconds)), *_bucket_args(tuple(buckets))]
         return "pause", [self.key(k) for k in keys], args
 
+    def _learn_call(self, key: str, value: str, ttl: float) -> Call:
+        # PX takes whole milliseconds, at least 1; nothing left to keep is a delete.
+        return "learn", [self.learned_key(key)], [value, str(max(0, math.ceil(ttl * 1000)))]
+
     @staticmethod
     def _reservation(keys: typing.Sequence[str], reply: typing.Any) -> Reservation:
-        # "granted wait written before written before …": one pair per key.
-        granted, wait, *numbers = [float(x) for x in reply.split()]
-        if not granted:
-            return Reservation(wait, granted=False)
-        return Reservation(wait, True, tuple(keys), tuple(zip(numbers[::2], numbers[1::2], strict=True)))
+        # "granted wait written before … [=learned]": one pair per key, then the learned
+        # text, which may hold spaces, so only the numbers are split off.
+        parts = reply.split(maxsplit=2 + 2 * len(keys))
+        if parts[0] in (b"0", "0"):
+            return Reservation(float(parts[1]), granted=False)
+        numbers = [float(x) for x in parts[2 : 2 + 2 * len(keys)]]
+        learned = None
+        if len(parts) > 2 + 2 * len(keys):
+            text = parts[-1][1:]
+            learned = text.decode() if isinstance(text, bytes) else text
+        charges = tuple(zip(numbers[::2], numbers[1::2], strict=True))
+        return Reservation(float(parts[1]), True, tuple(keys), charges, learned=learned)
+
+    @staticmethod
+    def _send(client: typing.Any, scripts: typing.Mapping[str, typing.Any], call: Call) -> typing.Any:
+        # One command either way; the async client's returns an awaitable.
+        name, keys, args = call
+        if name == "learn":
+            px = int(args[1])
+            return client.set(keys[0], args[0], px=px) if px > 0 else client.delete(keys[0])
+        return scripts[name](keys=keys, args=args)
 
     def _run(self, call: Call) -> typing.Any:
-        name, keys, args = call
         try:
-            return self._scripts[name](keys=keys, args=args)
+            return self._send(self._client, self._scripts, call)
         except Exception as exc:
             raise self._error(exc) from exc
 
     async def _arun(self, call: Call) -> typing.Any:
         if sniffio.current_async_library() != "asyncio":
             return await anyio.to_thread.run_sync(self._run, call)
-        name, keys, args = call
-        scripts = self._async_scripts()
+        client, scripts = self._async_client()
         # Shielded: a reply abandoned half-way would leave capacity taken that no one
         # gives back. The wait is bounded by the socket timeout.
         with anyio.CancelScope(shield=True):
             try:
-                return await scripts[name](keys=keys, args=args)
+                return await self._send(client, scripts, call)
             except Exception as exc:
                 raise self._error(exc) from exc
 
-    def _async_scripts(self) -> dict[str, redis.commands.core.AsyncScript]:
+    def _async_client(self) -> tuple[redis.asyncio.Redis, dict[str, redis.commands.core.AsyncScript]]:
         # An asyncio client's connections belong to the loop that made them.
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
@@ -291,7 +323,7 @@ class RedisBackend:
 
             client = redis.asyncio.Redis.from_url(self._url, **self._options)
             found = self._async[loop] = (client, {name: client.register_script(t) for name, t in SCRIPTS.items()})
-        return found[1]
+        return found
 
     def _error(self, exc: Exception) -> BackendError:
         return BackendError(f"Redis backend {_redacted(self._url)}: {type(exc).__name__}: {exc}")
@@ -307,6 +339,9 @@ class RedisBackend:
 
     def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         self._run(self._pause_call(keys, buckets, seconds))
+
+    def learn(self, key: str, value: str, ttl: float) -> None:
+        self._run(self._learn_call(key, value, ttl))
 
     def close(self) -> None:
         self._client.close()
@@ -324,6 +359,9 @@ class RedisBackend:
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         await self._arun(self._pause_call(keys, buckets, seconds))
+
+    async def alearn(self, key: str, value: str, ttl: float) -> None:
+        await self._arun(self._learn_call(key, value, ttl))
 
     async def aclose(self) -> None:
         if sniffio.current_async_library() == "asyncio":

@@ -43,6 +43,22 @@ _UPSERT = (
 )
 # A tat at or before now is a full bucket, the same as no row.
 _PRUNE = "DELETE FROM ratelimit_v1 WHERE namespace = ? AND tat < ?"
+# What learn() stored, beside the buckets: opaque text until ``expires`` (the same clock).
+_LEARNED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratelimit_learned_v1 (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID
+"""
+_SELECT_LEARNED = "SELECT value FROM ratelimit_learned_v1 WHERE namespace = ? AND key = ? AND expires > ?"
+_UPSERT_LEARNED = (
+    "INSERT INTO ratelimit_learned_v1 (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+)
+_PRUNE_LEARNED = "DELETE FROM ratelimit_learned_v1 WHERE namespace = ? AND expires <= ?"
 
 
 def default_sqlite_path() -> pathlib.Path:
@@ -101,7 +117,10 @@ class SQLiteBackend:
             if now - self._last_prune >= self.prune_every:
                 self._last_prune = now
                 conn.execute(_PRUNE, (self.namespace, now))
-        return Reservation(decision.wait, True, tuple(keys), decision.charges)
+                conn.execute(_PRUNE_LEARNED, (self.namespace, now))
+            # Read in the same transaction: the learned rate costs no extra round trip.
+            row = conn.execute(_SELECT_LEARNED, (self.namespace, keys[0], now)).fetchone()
+        return Reservation(decision.wait, True, tuple(keys), decision.charges, learned=None if row is None else row[0])
 
     def cancel(self, reservation: Reservation) -> None:
         with self._transaction() as (conn, now):
@@ -123,6 +142,10 @@ class SQLiteBackend:
                 ],
             )
 
+    def learn(self, key: str, value: str, ttl: float) -> None:
+        with self._transaction() as (conn, now):
+            conn.execute(_UPSERT_LEARNED, (self.namespace, key, value, now + ttl))
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -141,6 +164,9 @@ class SQLiteBackend:
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         await anyio.to_thread.run_sync(self.pause, keys, buckets, seconds)
+
+    async def alearn(self, key: str, value: str, ttl: float) -> None:
+        await anyio.to_thread.run_sync(self.learn, key, value, ttl)
 
     async def aclose(self) -> None:
         self.close()
@@ -163,6 +189,7 @@ class SQLiteBackend:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(_SCHEMA)
+            conn.execute(_LEARNED_SCHEMA)
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc) from exc

@@ -71,7 +71,7 @@ class MemoryHarness(Harness):
         return len(self._backends[namespace]._states)
 
     def raw(self) -> bytes:
-        return repr({ns: b._states for ns, b in self._backends.items()}).encode()
+        return repr({ns: (b._states, b._learned) for ns, b in self._backends.items()}).encode()
 
 
 class SQLiteHarness(Harness):

@@ -166,11 +166,67 @@ def test_no_raw_api_key_is_stored(harness: Harness) -> None:
             client.get("https://api.test/v1", headers={"Authorization": f"Bearer {api_key}"})
         response = client.get("https://api.test/v1", headers={"Authorization": "Bearer other"})
         assert response.status_code == 200
+    # A learned value is stored under the same hashed key: the scan covers it too.
+    limiter = transport._shared.limiter
+    backend.learn(limiter.keys("192.0.2.7", limiter.key_id(api_key))[0], LEARNED, 3600.0)
     assert harness.stored() >= 2  # one row or key per API key, hashed
     stored = harness.raw()
-    assert stored
+    assert LEARNED.encode() in stored
     assert api_key.encode() not in stored
     assert b"RAW-SECRET" not in stored
+
+
+# Opaque text as the engine writes it: JSON, with spaces.
+LEARNED = '{"rate": 0.75, "why": "429 without headers"}'
+
+
+def test_a_learned_value_comes_back_with_the_reservation(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    assert backend.reserve(["k", "y"], [bucket, bucket], max_wait=None).learned is None
+    backend.learn("k", LEARNED, 60.0)
+    assert backend.reserve(["k", "y"], [bucket, bucket], max_wait=None).learned == LEARNED
+    # It belongs to keys[0] only, and the last learn() wins.
+    assert backend.reserve(["y", "k"], [bucket, bucket], max_wait=None).learned is None
+    backend.learn("k", "", 60.0)
+    assert backend.reserve(["k"], [bucket], max_wait=None).learned == ""
+    # Another connection on the same storage (another process, for SQLite and Redis) sees it.
+    backend.learn("k", LEARNED + " ", 60.0)
+    assert harness.open().reserve(["k"], [bucket], max_wait=None).learned == LEARNED + " "
+
+
+def test_a_learned_value_expires_after_its_ttl(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(0.001, 1000)
+    ttl = 0.3 if harness.clock is None else 30.0  # Redis keeps real time
+    backend.learn("k", LEARNED, ttl)
+    backend.learn("long", LEARNED, 1000.0)
+    assert backend.reserve(["k"], [bucket], max_wait=None).learned == LEARNED
+    harness.advance(ttl + (0.2 if harness.clock is None else 0.001))
+    assert backend.reserve(["k"], [bucket], max_wait=None).learned is None
+    assert backend.reserve(["long"], [bucket], max_wait=None).learned == LEARNED
+
+
+def test_learned_values_are_per_key_and_per_namespace(harness: Harness) -> None:
+    bucket = Bucket(0.001, 1000)
+    harness.open("a").learn("k", "a-k", 60.0)
+    harness.open("a").learn("j", "a-j", 60.0)
+    harness.open("b").learn("k", "b-k", 60.0)
+    assert harness.open("a").reserve(["k"], [bucket], max_wait=None).learned == "a-k"
+    assert harness.open("a").reserve(["j"], [bucket], max_wait=None).learned == "a-j"
+    assert harness.open("b").reserve(["k"], [bucket], max_wait=None).learned == "b-k"
+    assert harness.open("b").reserve(["j"], [bucket], max_wait=None).learned is None
+    assert harness.open("c").reserve(["k"], [bucket], max_wait=None).learned is None
+
+
+@pytest.mark.anyio
+async def test_alearn_and_areserve_carry_the_learned_value(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(0.001, 1000)
+    await backend.alearn("k", LEARNED, 60.0)
+    assert (await backend.areserve(["k"], [bucket], max_wait=None)).learned == LEARNED
+    assert backend.reserve(["k"], [bucket], max_wait=None).learned == LEARNED
+    await backend.aclose()
 
 
 @pytest.mark.anyio

@@ -33,11 +33,15 @@ def test_one_command_per_acquire(private_redis: PrivateRedis, monkeypatch: pytes
         send(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    backend.learn("k1", '{"rate": 0.5}', 60.0)
     admin = redis.Redis.from_url(private_redis.url)
     admin.config_resetstat()
     sent.clear()
-    for i in range(50):
-        backend.reserve([f"k{i}", "shared"], [BUCKET, Bucket(0.001, 1)], max_wait=None)
+    learned = [
+        backend.reserve([f"k{i}", "shared"], [BUCKET, Bucket(0.001, 1)], max_wait=None).learned for i in range(50)
+    ]
+    # The learned value rides in the same reply.
+    assert learned == [None, '{"rate": 0.5}'] + [None] * 48
     # Client side: 50 acquires sent 50 commands, each an EVALSHA.
     assert len(sent) == 50
     assert all(b"EVALSHA" in command for command in sent)
@@ -46,6 +50,43 @@ def test_one_command_per_acquire(private_redis: PrivateRedis, monkeypatch: pytes
     assert calls["cmdstat_evalsha"] == 50
     assert set(calls) <= {"cmdstat_evalsha", "cmdstat_time", "cmdstat_get", "cmdstat_set", "cmdstat_config|resetstat"}
     admin.close()
+    backend.close()
+
+
+def test_learn_is_one_set_with_a_ttl_beside_the_bucket_keys(private_redis: PrivateRedis) -> None:
+    backend = RedisBackend(private_redis.url, namespace="learn")
+    admin = redis.Redis.from_url(private_redis.url)
+    backend.learn("k", "x y", 2.5)
+    key = backend.learned_key("k")
+    assert key.startswith("{learn}:")  # the bucket keys' hash tag: one Cluster slot
+    assert key != backend.key("k")
+    assert admin.get(key) == b"x y"
+    assert 0 < admin.pttl(key) <= 2500
+    backend.learn("k", "gone", 0.0)  # nothing left to keep: deleted
+    assert admin.get(key) is None
+    # A client that decodes replies gets the same reservation.
+    decoding = RedisBackend(private_redis.url, namespace="learn", decode_responses=True)
+    decoding.learn("k", " two  spaces ", 60.0)
+    assert decoding.reserve(["k"], [BUCKET], max_wait=None).learned == " two  spaces "
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).learned == " two  spaces "
+    admin.close()
+    backend.close()
+    decoding.close()
+
+
+def test_learn_goes_to_the_local_bucket_while_degraded() -> None:
+    events: list[Event] = []
+    backend = FallbackBackend(
+        RedisBackend("redis://127.0.0.1:1/0", socket_timeout=0.2),
+        probe_interval=60.0,
+        emit=lambda e, _: events.append(e),
+    )
+    backend.learn("k", "local", 60.0)
+    assert backend.degraded
+    reservation = backend.reserve(["k"], [BUCKET], max_wait=None)
+    assert reservation.fallback
+    assert reservation.learned == "local"
+    assert [e.kind for e in events] == ["backend_degraded"]
     backend.close()
 
 
