@@ -23,7 +23,7 @@ import dataclasses
 import math
 import typing
 
-__all__ = ["Bucket", "Decision", "KeyState", "cancel", "pause", "reserve"]
+__all__ = ["Bucket", "Decision", "KeyState", "cancel", "pause", "reserve", "reserve_one"]
 
 MAX_HOLES = 32
 
@@ -40,17 +40,20 @@ class Bucket:
         return self.burst * self.interval
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# KeyState and Decision are built on every request: plain slotted dataclasses (no
+# object.__setattr__ per field, as frozen ones do), immutable by convention, hashable
+# on their fields like the frozen ones were.
+@dataclasses.dataclass(slots=True, unsafe_hash=True)
 class KeyState:
-    """A key's stored state: ``tat`` and the holes left by cancelled reservations."""
+    """A key's stored state: ``tat`` and the holes left by cancelled reservations (never mutated)."""
 
     tat: float
     holes: tuple[tuple[float, float], ...] = ()  # (tat it wrote, tat before it)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True, unsafe_hash=True)
 class Decision:
-    """A reservation: go after ``wait`` seconds. ``states`` is None when it was refused."""
+    """A reservation: go after ``wait`` seconds. ``states`` is None when it was refused (never mutated)."""
 
     wait: float
     states: tuple[KeyState, ...] | None
@@ -70,6 +73,43 @@ def _fresh(state: KeyState | None, now: float, horizon: float) -> KeyState | Non
     return state
 
 
+def reserve_one(
+    stored: KeyState | None,
+    bucket: Bucket,
+    now: float,
+    *,
+    max_wait: float | None = None,
+    horizon: float = math.inf,
+    cost: int = 1,
+    at: float = -math.inf,
+) -> tuple[float, KeyState | None, float]:
+    """One key's step of :func:`reserve`: ``(slot, new state, tat before)``.
+
+    The slot is no earlier than ``at`` (the other keys' slot). The new state is None when
+    the slot is more than ``max_wait`` seconds away: then nothing is charged. This is the
+    whole GCRA arithmetic; :func:`reserve` runs it per key, and a backend whose request has
+    one key calls it directly, without the tuples and lists of the general case.
+    """
+    # The steps of _fresh and Bucket.tolerance written out (same arithmetic): this runs on
+    # every request. A stale tat means no state: see _fresh.
+    holes: tuple[tuple[float, float], ...]
+    if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
+        before, holes = now, ()
+    else:
+        before, holes = stored.tat, stored.holes
+    interval = bucket.interval
+    slot = (before if before > now else now) + cost * interval - bucket.burst * interval
+    if not slot > now:
+        slot = now
+    if at > slot:  # noqa: PLR1730 - a builtin call costs more, on every request
+        slot = at
+    if max_wait is not None and slot - now > max_wait:
+        return slot, None, before
+    if holes:
+        holes = _live_holes(holes, now)
+    return slot, KeyState((before if before > slot else slot) + cost * interval, holes), before
+
+
 def reserve(
     states: typing.Sequence[KeyState | None],
     buckets: typing.Sequence[Bucket],
@@ -84,28 +124,21 @@ def reserve(
     When the slot is more than ``max_wait`` seconds away nothing is charged and the
     decision is refused, so the caller can fail fast without burning capacity.
     """
-    # One pass to find the slot, one to charge it: this runs on every request, so the
-    # steps of _fresh and Bucket.tolerance are written out (same arithmetic).
-    current: list[KeyState | None] = []
+    # One pass to find the slot (a max_wait of -inf charges nothing), one to charge every
+    # key at it.
     slot = now
     for stored, bucket in zip(states, buckets, strict=True):
-        state = None if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon else stored
-        current.append(state)  # None also for a stale tat: see _fresh
-        tat = now if state is None else max(state.tat, now)
-        slot = max(slot, tat + cost * bucket.interval - bucket.burst * bucket.interval)
+        slot = max(slot, reserve_one(stored, bucket, now, max_wait=-math.inf, horizon=horizon, cost=cost)[0])
     wait = slot - now
     if max_wait is not None and wait > max_wait:
         return Decision(wait, None)
     new_states: list[KeyState] = []
     charges: list[tuple[float, float]] = []
-    for state, bucket in zip(current, buckets, strict=True):
-        holes: tuple[tuple[float, float], ...] = ()
-        before = now
-        if state is not None:
-            before, holes = state.tat, state.holes and _live_holes(state.holes, now)
-        written = max(before, slot) + cost * bucket.interval
-        new_states.append(KeyState(written, holes))
-        charges.append((written, before))
+    for stored, bucket in zip(states, buckets, strict=True):
+        _, state, before = reserve_one(stored, bucket, now, horizon=horizon, cost=cost, at=slot)
+        assert state is not None  # no max_wait: always charged
+        new_states.append(state)
+        charges.append((state.tat, before))
     return Decision(wait, tuple(new_states), tuple(charges))
 
 

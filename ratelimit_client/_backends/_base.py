@@ -16,12 +16,16 @@ __all__ = ["HORIZON", "Backend", "Reservation", "horizon_for"]
 HORIZON = 900.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Built on every request: a plain slotted dataclass, since a frozen one pays an
+# object.__setattr__ per field. Immutable by convention (use dataclasses.replace), and
+# hashable on its fields as the frozen one was.
+@dataclasses.dataclass(slots=True, unsafe_hash=True)
 class Reservation:
     """A slot taken across ``keys``: go after ``wait`` seconds, or give it back.
 
     ``granted`` is False when the slot was further than the caller's ``max_wait``; then
-    nothing was taken. ``charges`` is what :meth:`Backend.cancel` needs to undo it.
+    nothing was taken. ``charges`` is what :meth:`Backend.cancel` needs to undo it. Never
+    mutated: derive a changed copy with :func:`dataclasses.replace`.
     """
 
     wait: float
