@@ -191,7 +191,9 @@ def _ietf_state(
 def _x_policies(fields: dict[str, str], reader: _Reader, now: float, reset_format: ResetFormat) -> list[QuotaPolicy]:
     if "x-ratelimit-limit" not in fields:
         return []
-    head, params = _items(fields["x-ratelimit-limit"])[0]
+    items = _items(fields["x-ratelimit-limit"])
+    # "50" or "50, 50;w=60": the quota comes first; a later item may give its window.
+    head, params = next(((h, p) for h, p in items if "w" in p or "window" in p), items[0])
     quota = reader.number(head, limit=_MAX_QUOTA)
     if quota is None or quota <= 0:
         return []
@@ -342,7 +344,7 @@ def update(
         if learned is not None and learned.w_max is not None and now - learned.since < cooldown:
             return None  # this burst of 429s was already answered by a cut
         cut = max(current * config.beta, _floor(config, ceiling))
-        return Learned(cut, now, expires, f"429 without usable headers: cut to {config.beta:g}x", w_max=current)
+        return Learned(cut, now, expires, f"429 with no quota in its headers: cut by {config.beta:g}x", w_max=current)
     return None
 
 

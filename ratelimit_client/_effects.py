@@ -79,6 +79,19 @@ class Pause:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Learn:
+    key: str
+    value: str
+    ttl: float
+
+    def run(self, io: SyncIO) -> None:
+        io.backend.learn(self.key, self.value, self.ttl)
+
+    async def arun(self, io: AsyncIO) -> None:
+        await io.backend.alearn(self.key, self.value, self.ttl)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
@@ -152,4 +165,4 @@ class LocalIP:
         return await anyio.to_thread.run_sync(_identity.local_ip_for, self.host, self.port)
 
 
-Effect = Reserve | Cancel | Pause | Sleep | Send | Close | SpoolBody | LocalIP
+Effect = Reserve | Cancel | Pause | Learn | Sleep | Send | Close | SpoolBody | LocalIP

@@ -15,6 +15,7 @@ import httpx
 import tenacity
 
 from . import _effects as fx
+from ._adaptive import AdaptiveConfig
 from ._backoff import RetryBudget
 from ._body import DEFAULT_SPOOL_THRESHOLD, Replay, replay_for
 from ._events import Event, Monitor, Status, describe
@@ -26,8 +27,9 @@ from ._exceptions import (
     ServerError,
     ServerWaitTooLong,
 )
-from ._headers import server_wait
+from ._headers import ResetFormat, server_wait
 from ._identity import api_key_from_authorization
+from ._learner import Learner
 from ._retry import Outcome, RetryPolicy, Tally, make_retrying
 
 if typing.TYPE_CHECKING:
@@ -81,6 +83,9 @@ class Engine:
         clock: typing.Callable[[], float] = time.monotonic,
         wall_clock: typing.Callable[[], float] = time.time,
         random_source: typing.Callable[[], float] | None = None,
+        adaptive: AdaptiveConfig | None = None,
+        ceiling: float | None = None,
+        reset_formats: typing.Mapping[str, ResetFormat] | None = None,
     ) -> None:
         self.limiter = limiter
         self.policy = policy
@@ -97,6 +102,15 @@ class Engine:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._budget_lock = threading.Lock()
         self._local_ips: dict[tuple[str, int], str] = {}
+        self._reset_formats = dict(reset_formats or {})
+        buckets = limiter.buckets
+        self.learner = Learner(
+            adaptive if adaptive is not None else AdaptiveConfig(mode="off"),
+            ceiling=ceiling if ceiling is not None else 1 / buckets[0].interval,
+            buckets=buckets,
+            wall_clock=wall_clock,
+        )
+        monitor.configured_rate = self.learner.ceiling
         # Per key set, how many server-told pauses this engine has applied (see _wait_for_slot).
         self._pauses: dict[tuple[str, ...], int] = {}
 
@@ -171,10 +185,12 @@ class Engine:
         return (yield from self._classify_response(request, response, keys, progress.tally))
 
     def _wait_for_slot(self, keys: tuple[str, ...], progress: _Progress) -> Steps[None]:
-        buckets = self.limiter.buckets
         while True:
             pauses = self._pauses.get(keys, 0)
+            buckets = self.learner.buckets(keys) if self.learner.enabled else self.limiter.buckets
             reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
+            if self.learner.enabled:
+                self.learner.remember(keys, reservation.learned)
             if not reservation.granted:
                 raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
             if reservation.wait <= 0:
@@ -217,18 +233,19 @@ class Engine:
         self, request: httpx.Request, response: httpx.Response, keys: tuple[str, ...], tally: Tally
     ) -> Steps[Outcome]:
         status = response.status_code
+        reset_format = self._reset_formats.get(request.url.host, self.policy.reset_format)
+        if self.learner.enabled:
+            yield from self._learn(request, response, keys, reset_format)
         if status != 429 and (status not in _RETRY_STATUSES or not self._may_replay(request)):
             return Outcome("ok", tally, response)
-        hint = server_wait(
-            response.headers.multi_items(), now=self._wall_clock(), reset_format=self.policy.reset_format
-        )
+        hint = server_wait(response.headers.multi_items(), now=self._wall_clock(), reset_format=reset_format)
         wait = None if hint is None else hint.wait
         yield fx.Close(response)
         if status == 429:
             tally.record("throttled")
             if wait is not None and 0 < wait <= self.policy.max_server_wait:
                 # Every caller of these keys waits, in every process sharing the backend.
-                yield fx.Pause(keys, self.limiter.buckets, wait)
+                yield fx.Pause(keys, self.learner.buckets(keys), wait)
                 with self._budget_lock:
                     self._pauses[keys] = self._pauses.get(keys, 0) + 1
             return Outcome("throttled", tally, response, wait, retry=True, reason="429")
@@ -237,6 +254,22 @@ class Engine:
         if not self._budget_allows():
             return Outcome("server_error", tally, response, wait, reason=f"{reason}; retry budget exhausted")
         return Outcome("server_error", tally, response, wait, retry=True, reason=reason)
+
+    def _learn(
+        self, request: httpx.Request, response: httpx.Response, keys: tuple[str, ...], reset_format: ResetFormat
+    ) -> Steps[None]:
+        # Every response, not only 429s, says what the server allows: the whole fleet
+        # sharing the key learns it through the backend.
+        change, ignored = self.learner.consider(
+            keys, response.headers.multi_items(), response.status_code, reset_format
+        )
+        if ignored:
+            self.monitor.count("ignored_headers", ignored)
+        if change is not None:
+            yield fx.Learn(keys[0], change.learned.encode(), change.ttl)
+            self.monitor.rate_changed(
+                Event("rate_changed", change.message, describe(request), reason=change.learned.reason), change.rate
+            )
 
     def _announce_retry(self, request: httpx.Request, outcome: Outcome, wait: float, progress: _Progress) -> None:
         what = describe(request)

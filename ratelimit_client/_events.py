@@ -30,7 +30,7 @@ logger.addHandler(logging.NullHandler())
 
 EventKind = typing.Literal[
     "throttled", "retrying", "network_failure", "recovered", "gave_up", "backend_degraded",
-    "backend_restored",
+    "backend_restored", "rate_changed",
 ]  # fmt: skip
 
 
@@ -68,6 +68,9 @@ class TransportStatistics:
     waiting: int
     network_failures: int
     gave_up: int
+    ignored_headers: int = 0  # malformed or absurd rate-limit header fields skipped
+    configured_rate: float = 0.0  # the tier's pacing, requests per second
+    learned_rate: float | None = None  # the fleet's learned rate when it last changed, if any
 
 
 _MASK = "***"
@@ -150,10 +153,12 @@ class Monitor:
         self._failing_since: float | None = None
         self._counts = dict.fromkeys(
             ("requests", "attempts", "retries", "throttled", "slot_waits", "waiting",
-             "network_failures", "gave_up"),
+             "network_failures", "gave_up", "ignored_headers"),
             0,
         )  # fmt: skip
         self._slot_wait_seconds = 0.0
+        self.configured_rate = 0.0
+        self._learned_rate: float | None = None
 
     @property
     def status(self) -> Status:
@@ -161,7 +166,18 @@ class Monitor:
 
     def statistics(self) -> TransportStatistics:
         with self._lock:
-            return TransportStatistics(status=self._status, slot_wait_seconds=self._slot_wait_seconds, **self._counts)
+            return TransportStatistics(
+                status=self._status,
+                slot_wait_seconds=self._slot_wait_seconds,
+                configured_rate=self.configured_rate,
+                learned_rate=self._learned_rate,
+                **self._counts,
+            )
+
+    def rate_changed(self, event: Event, rate: float) -> None:
+        with self._lock:
+            self._learned_rate = rate
+        self.emit(event, logging.INFO)
 
     def count(self, name: str, delta: int = 1) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from typing_extensions import Unpack
 
+from ._adaptive import AdaptiveMode
 from ._backends import Backend, backend_from_url
 from ._body import DEFAULT_SPOOL_THRESHOLD
 from ._config import Settings, load_settings
@@ -21,6 +22,7 @@ from ._effects import AsyncIO, Effect, SyncIO
 from ._engine import Engine
 from ._events import Event, Monitor, Status, TransportStatistics, install_log_filter
 from ._exceptions import ConfigError
+from ._headers import ResetFormat
 from ._limiter import Limit, Limiter
 from ._rate import Rate, ServerCounting
 from ._retry import RetryPolicy
@@ -31,61 +33,56 @@ if typing.TYPE_CHECKING:
 __all__ = ["AsyncRateLimitTransport", "RateLimitTransport"]
 
 
+# Options that are settings: they may also come from the environment or a file.
+_SETTINGS = (
+    "tier", "rate", "burst", "server_counting", "namespace", "retry", "max_wait", "adaptive", "adaptive_beta",
+    "adaptive_probe", "adaptive_floor", "adaptive_ttl", "adaptive_discover", "reset_formats",
+)  # fmt: skip
+
+
 class _Shared:
     """What both transports hold: settings, backend, limiter, monitor and engine."""
 
-    def __init__(
-        self,
-        *,
-        tier: str | None,
-        rate: str | Rate | None,
-        burst: int | None,
-        server_counting: ServerCounting | None,
-        limits: typing.Sequence[Limit],
-        api_key: str | None,
-        ip: str | None,
-        backend: str | Backend | None,
-        namespace: str | None,
-        retry: RetryPolicy | None,
-        max_wait: float | None,
-        on_event: typing.Callable[[Event], None] | None,
-        config_file: str | os.PathLike[str] | None,
-        spool_threshold: int,
-    ) -> None:
+    def __init__(self, options: Options) -> None:
+        unknown = set(options) - set(Options.__annotations__)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, options[name], f"one of {', '.join(sorted(Options.__annotations__))}")  # type: ignore[literal-required]
+        backend = options.get("backend")
         given_backend = backend if backend is not None and not isinstance(backend, str) else None
         if given_backend is not None and not isinstance(given_backend, Backend):
             raise ConfigError("backend", backend, "a backend URL or a Backend object")
+        spool_threshold = options.get("spool_threshold", DEFAULT_SPOOL_THRESHOLD)
         if not isinstance(spool_threshold, int) or spool_threshold < 0:
             raise ConfigError("spool_threshold", spool_threshold, "a number of bytes, 0 or more")
         # httpx logs full URLs: mask query-string credentials before any request is made.
         install_log_filter("httpx")
         self.settings: Settings = load_settings(
-            config_file=config_file,
-            tier=tier,
-            rate=rate,
-            burst=burst,
-            server_counting=server_counting,
+            config_file=options.get("config_file"),
             backend=backend if isinstance(backend, str) else None,
-            namespace=namespace,
-            retry=retry,
-            max_wait=max_wait,
+            **typing.cast("dict[str, typing.Any]", {name: options.get(name) for name in _SETTINGS}),
         )
         settings = self.settings
         self.owns_backend = given_backend is None
-        self.monitor = Monitor(on_event, time.monotonic)
+        self.monitor = Monitor(options.get("on_event"), time.monotonic)
         self.backend: Backend = given_backend or backend_from_url(
             settings.backend, namespace=settings.namespace, emit=self.monitor.emit
         )
         quota = Limit(settings.quota, "ip+key", settings.burst)
-        self.limiter = Limiter([quota, *limits], namespace=settings.namespace, server_counting=settings.server_counting)
+        self.limiter = Limiter(
+            [quota, *options.get("limits", ())], namespace=settings.namespace, server_counting=settings.server_counting
+        )
         self.engine = Engine(
             self.limiter,
             settings.retry,
             self.monitor,
-            api_key=api_key,
-            ip=ip,
+            api_key=options.get("api_key"),
+            ip=options.get("ip"),
             max_wait=settings.max_wait,
             spool_threshold=spool_threshold,
+            adaptive=settings.adaptive_config(),
+            ceiling=settings.pacing_rate(),
+            reset_formats=settings.reset_formats,
         )
 
     def describe(self, name: str) -> str:
@@ -109,25 +106,13 @@ class Options(typing.TypedDict, total=False):
     on_event: typing.Callable[[Event], None] | None  # called with each Event
     config_file: str | os.PathLike[str] | None  # a TOML file (or RATELIMIT_CLIENT_CONFIG)
     spool_threshold: int  # bytes of a one-shot body kept in memory before spilling to disk
-
-
-def _shared(options: Options) -> _Shared:
-    return _Shared(
-        tier=options.get("tier"),
-        rate=options.get("rate"),
-        burst=options.get("burst"),
-        server_counting=options.get("server_counting"),
-        limits=options.get("limits", ()),
-        api_key=options.get("api_key"),
-        ip=options.get("ip"),
-        backend=options.get("backend"),
-        namespace=options.get("namespace"),
-        retry=options.get("retry"),
-        max_wait=options.get("max_wait"),
-        on_event=options.get("on_event"),
-        config_file=options.get("config_file"),
-        spool_threshold=options.get("spool_threshold", DEFAULT_SPOOL_THRESHOLD),
-    )
+    adaptive: AdaptiveMode | None  # learn the real limit: "full" (default), "headers" or "off"
+    adaptive_beta: float | None  # multiplicative cut on a 429 that says nothing usable (0.7)
+    adaptive_probe: float | None  # seconds to climb back after a cut (default: the quota's window)
+    adaptive_floor: str | Rate | None  # the lowest learned rate (default: a twentieth of the tier's)
+    adaptive_ttl: float | None  # seconds a learned rate lasts (600)
+    adaptive_discover: bool | None  # allow learned rates above the tier's (tier="auto" implies it)
+    reset_formats: typing.Mapping[str, ResetFormat] | None  # X-RateLimit-Reset format per host
 
 
 class _Common:
@@ -166,7 +151,7 @@ class RateLimitTransport(_Common, httpx.BaseTransport):
     """
 
     def __init__(self, transport: httpx.BaseTransport | None = None, **options: Unpack[Options]) -> None:
-        self._shared = _shared(options)
+        self._shared = _Shared(options)
         self._io = SyncIO(transport or httpx.HTTPTransport(), self._shared.backend)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -192,7 +177,7 @@ class AsyncRateLimitTransport(_Common, httpx.AsyncBaseTransport):
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, **options: Unpack[Options]) -> None:
-        self._shared = _shared(options)
+        self._shared = _Shared(options)
         self._io = AsyncIO(transport or httpx.AsyncHTTPTransport(), self._shared.backend)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -1,0 +1,160 @@
+"""The transport learns the server's real limit, and shares it through the backend."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ratelimit_client import Event, MemoryBackend, RateLimited, RateLimitTransport
+
+URL = "http://api.test/upload"
+AUTH = {"Authorization": "Bearer key-one"}
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _transport(
+    replies: httpx.MockTransport,
+    time: FakeTime,
+    backend: MemoryBackend,
+    events: list[Event] | None = None,
+    **options: object,
+) -> RateLimitTransport:
+    transport = RateLimitTransport(
+        replies,
+        ip="127.0.0.1",
+        backend=backend,
+        on_event=None if events is None else events.append,
+        **options,  # type: ignore[arg-type]
+    )
+    transport._io.sleep = time.sleep
+    return transport
+
+
+def _server(headers: dict[str, str], status: int = 200) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, headers=headers))
+
+
+def test_an_advertised_lower_quota_is_learned_and_paces_the_next_requests() -> None:
+    time = FakeTime()
+    events: list[Event] = []
+    backend = MemoryBackend(clock=lambda: time.now)
+    # Told "paid" (200/minute), the server says 50/minute.
+    server = _server({"RateLimit-Policy": '"default";q=50;w=60', "RateLimit": '"default";r=45;t=50'})
+    transport = _transport(server, time, backend, events, tier="paid")
+    with httpx.Client(transport=transport) as client:
+        for _ in range(4):
+            client.get(URL, headers=AUTH)
+    learned = [e for e in events if e.kind == "rate_changed"]
+    assert len(learned) == 1  # learned once, not rewritten on every response
+    assert "server advertises 50 per 60 s" in learned[0].message
+    stats = transport.statistics()
+    assert stats.configured_rate == pytest.approx(199 / 60)
+    assert stats.learned_rate == pytest.approx(49 / 60)
+    # The first request went at once; the second waited out the interval the first was
+    # charged at (the paid pace); from then on each is charged, and waits, at the learned pace.
+    assert time.sleeps[1:] == [pytest.approx(60 / 49), pytest.approx(60 / 49)]
+
+
+def test_a_fleet_sharing_a_backend_moves_together() -> None:
+    time = FakeTime()
+    backend = MemoryBackend(clock=lambda: time.now)
+    teacher = _transport(_server({"X-RateLimit-Limit": "50, 50;w=60"}), time, backend, tier="paid")
+    pupil = _transport(_server({}), time, backend, tier="paid")
+    with httpx.Client(transport=teacher) as client:
+        client.get(URL, headers=AUTH)
+    assert teacher.statistics().learned_rate == pytest.approx(49 / 60)
+    with httpx.Client(transport=pupil) as client:
+        for _ in range(4):
+            client.get(URL, headers=AUTH)
+    # The pupil never saw a header: its first reservation brought the fleet's value back,
+    # and each later request is charged at it (each waits what the one before was charged).
+    assert time.sleeps[-2:] == [pytest.approx(60 / 49), pytest.approx(60 / 49)]
+
+
+def test_a_bare_429_cuts_the_rate_once_and_it_climbs_back() -> None:
+    time = FakeTime()
+    events: list[Event] = []
+    backend = MemoryBackend(clock=lambda: time.now)
+    replies = iter([httpx.Response(429), httpx.Response(429), httpx.Response(200), httpx.Response(200)])
+    transport = _transport(httpx.MockTransport(lambda request: next(replies)), time, backend, events, rate="60/second")
+    with httpx.Client(transport=transport) as client:
+        client.get(URL, headers=AUTH)
+        client.get(URL, headers=AUTH)
+    cuts = [e for e in events if e.kind == "rate_changed"]
+    assert 1 <= len(cuts) <= 2  # one per burst: the second 429 came after the cooldown only if backoff was long
+    assert all("cut by 0.7x" in e.message for e in cuts)
+    learned = transport.statistics().learned_rate
+    assert learned is not None
+    assert learned <= 59 * 0.7 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "headers"), [("off", 200, {"RateLimit-Policy": "10;w=60"}), ("headers", 429, {})]
+)
+def test_adaptive_off_learns_nothing_and_headers_mode_ignores_bare_429s(
+    mode: str, status: int, headers: dict[str, str]
+) -> None:
+    time = FakeTime()
+    events: list[Event] = []
+    backend = MemoryBackend(clock=lambda: time.now)
+    transport = _transport(_server(headers, status), time, backend, events, tier="paid", adaptive=mode)
+    with httpx.Client(transport=transport) as client:
+        response = client.get(URL, headers=AUTH) if status == 200 else None
+        if response is None:
+            with pytest.raises(RateLimited):
+                client.get(URL, headers=AUTH)
+    assert [e for e in events if e.kind == "rate_changed"] == []
+    assert transport.statistics().learned_rate is None
+
+
+def test_auto_tier_discovers_a_higher_quota() -> None:
+    time = FakeTime()
+    server = _server({"RateLimit-Policy": '"p";q=200;w=60'})
+    transport = _transport(server, time, MemoryBackend(clock=lambda: time.now), tier="auto")
+    with httpx.Client(transport=transport) as client:
+        client.get(URL, headers=AUTH)
+    assert transport.statistics().configured_rate == pytest.approx(49 / 60)
+    assert transport.statistics().learned_rate == pytest.approx(199 / 60)
+    # ...while a tier given explicitly is a ceiling.
+    capped = _transport(server, time, MemoryBackend(clock=lambda: time.now), tier="free")
+    with httpx.Client(transport=capped) as client:
+        client.get(URL, headers=AUTH)
+    assert capped.statistics().learned_rate is None
+
+
+def test_malformed_fields_are_counted_not_trusted() -> None:
+    time = FakeTime()
+    server = _server({"RateLimit-Policy": '"p";q=-3;w=60', "X-RateLimit-Limit": "lots"})
+    transport = _transport(server, time, MemoryBackend(clock=lambda: time.now), tier="paid")
+    with httpx.Client(transport=transport) as client:
+        client.get(URL, headers=AUTH)
+    stats = transport.statistics()
+    assert stats.ignored_headers == 2
+    assert stats.learned_rate is None
+
+
+def test_reset_format_per_host() -> None:
+    time = FakeTime()
+    # "100" read as a delta: 50 left for 100 s. Declared an epoch, it is long past: nothing to spread.
+    headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "100"}
+    as_delta = _transport(_server(headers), time, MemoryBackend(clock=lambda: time.now), tier="paid")
+    with httpx.Client(transport=as_delta) as client:
+        client.get(URL, headers=AUTH)
+    assert as_delta.statistics().learned_rate == pytest.approx(50 / 100)
+    as_epoch = _transport(
+        _server(headers), time, MemoryBackend(clock=lambda: time.now), tier="paid", reset_formats={"api.test": "epoch"}
+    )
+    with httpx.Client(transport=as_epoch) as client:
+        client.get(URL, headers=AUTH)
+    assert as_epoch.statistics().learned_rate is None
