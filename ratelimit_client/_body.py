@@ -79,6 +79,13 @@ class _AsyncChunks:
             raise StopAsyncIteration from None
 
 
+class _Bytes(httpx.ByteStream):
+    """httpx's ByteStream, iterated asynchronously without an async generator."""
+
+    def __aiter__(self) -> typing.AsyncIterator[bytes]:
+        return _AsyncChunks(iter(self))
+
+
 class Replay:
     """Hands out a request for each attempt whose body is the same bytes as the first."""
 
@@ -119,6 +126,10 @@ def replay_for(request: httpx.Request) -> Replay | None:
     """A :class:`Replay` when the body can be replayed as it is, else None (spool it)."""
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
+        if type(stream) is httpx.ByteStream:
+            # httpx's iterates with an async generator, which an upload cut mid-way
+            # abandons (see _AsyncChunks): the same bytes, without one.
+            request.stream = _Bytes(b"".join(stream))
         return Replay(request)
     # httpx wraps a file passed as ``content=`` in an IteratorByteStream that reads it
     # with .read(); a second pass would start at EOF and send an empty body.
