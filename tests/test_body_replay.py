@@ -15,22 +15,13 @@ import typing
 
 import httpx
 import pytest
+from _modes import by_mode, mode_fixture  # noqa: F401 - fixtures: `mode` and `anyio_backend`
 from _support import URL, Harness, Recorder
 
 pytestmark = pytest.mark.anyio
 
 PAYLOAD = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB, not all one byte
 DROP = httpx.WriteError("connection reset by peer")
-
-
-@pytest.fixture(params=["sync", "asyncio", "trio"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return typing.cast("str", request.param)
-
-
-@pytest.fixture
-def anyio_backend(mode: str) -> str:
-    return "asyncio" if mode == "sync" else mode
 
 
 def _replies() -> list[httpx.Response | Exception | tuple[int, Exception]]:

@@ -9,21 +9,12 @@ import typing
 import httpx
 import pytest
 import respx
+from _modes import by_mode, mode_fixture  # noqa: F401 - fixtures: `mode` and `anyio_backend`
 from _support import URL, Harness
 
 from ratelimit_client import Event, NetworkFailure, RateLimited, RequestStats, RetryPolicy, Status
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["sync", "asyncio", "trio"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return typing.cast("str", request.param)
-
-
-@pytest.fixture
-def anyio_backend(mode: str) -> str:
-    return "asyncio" if mode == "sync" else mode
 
 
 class _Watch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from _support import FakeClock
 
 from ratelimit_client import MemoryBackend, RateLimitTransport, RetryPolicy, ServerWaitTooLong
 
@@ -12,19 +13,7 @@ BACKOFF_MAX = 2.0
 HUGE = "9" * 1_000_000  # a megabyte-long header value
 
 
-class FakeTime:
-    """A clock that moves only when the client sleeps, recording each sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def _transport(replies: list[httpx.Response], time: FakeTime) -> RateLimitTransport:
+def _transport(replies: list[httpx.Response], time: FakeClock) -> RateLimitTransport:
     queue = iter(replies)
     transport = RateLimitTransport(
         httpx.MockTransport(lambda request: next(queue)),
@@ -48,7 +37,7 @@ def _transport(replies: list[httpx.Response], time: FakeTime) -> RateLimitTransp
     ],
 )
 def test_an_absurd_wait_is_refused_at_once_and_reported(name: str, value: str) -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     refusal = httpx.Response(429, headers={name: value, "X-RateLimit-Remaining": "0"})
     transport = _transport([refusal, httpx.Response(200)], time)
     with httpx.Client(transport=transport) as client:
@@ -76,7 +65,7 @@ def test_an_absurd_wait_is_refused_at_once_and_reported(name: str, value: str) -
     ],
 )
 def test_unusable_values_fall_back_to_bounded_backoff(name: str, value: str) -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     refusal = httpx.Response(429, headers={name: value})
     with httpx.Client(transport=_transport([refusal, httpx.Response(200)], time)) as client:
         assert client.get("http://api.test/upload").status_code == 200
@@ -87,7 +76,7 @@ def test_unusable_values_fall_back_to_bounded_backoff(name: str, value: str) -> 
 
 
 def test_a_fractional_wait_is_honoured() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     refusal = httpx.Response(429, headers={"Retry-After": "0.25"})
     with httpx.Client(transport=_transport([refusal, httpx.Response(200)], time)) as client:
         assert client.get("http://api.test/upload").status_code == 200

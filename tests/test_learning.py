@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from _support import FakeClock
 
 from ratelimit_client import Event, MemoryBackend, RateLimited, RateLimitTransport
 
@@ -11,21 +12,9 @@ URL = "http://api.test/upload"
 AUTH = {"Authorization": "Bearer key-one"}
 
 
-class FakeTime:
-    """A monotonic clock that moves only when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def _transport(
     replies: httpx.MockTransport,
-    time: FakeTime,
+    time: FakeClock,
     backend: MemoryBackend,
     events: list[Event] | None = None,
     **options: object,
@@ -46,7 +35,7 @@ def _server(headers: dict[str, str], status: int = 200) -> httpx.MockTransport:
 
 
 def test_an_advertised_lower_quota_is_learned_and_paces_the_next_requests() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     events: list[Event] = []
     backend = MemoryBackend(clock=lambda: time.now)
     # Told "paid" (200/minute), the server says 50/minute.
@@ -67,7 +56,7 @@ def test_an_advertised_lower_quota_is_learned_and_paces_the_next_requests() -> N
 
 
 def test_a_fleet_sharing_a_backend_moves_together() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     backend = MemoryBackend(clock=lambda: time.now)
     teacher = _transport(_server({"X-RateLimit-Limit": "50, 50;w=60"}), time, backend, tier="paid")
     pupil = _transport(_server({}), time, backend, tier="paid")
@@ -83,7 +72,7 @@ def test_a_fleet_sharing_a_backend_moves_together() -> None:
 
 
 def test_a_bare_429_cuts_the_rate_once_and_it_climbs_back() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     events: list[Event] = []
     backend = MemoryBackend(clock=lambda: time.now)
     replies = iter([httpx.Response(429), httpx.Response(429), httpx.Response(200), httpx.Response(200)])
@@ -105,7 +94,7 @@ def test_a_bare_429_cuts_the_rate_once_and_it_climbs_back() -> None:
 def test_adaptive_off_learns_nothing_and_headers_mode_ignores_bare_429s(
     mode: str, status: int, headers: dict[str, str]
 ) -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     events: list[Event] = []
     backend = MemoryBackend(clock=lambda: time.now)
     transport = _transport(_server(headers, status), time, backend, events, tier="paid", adaptive=mode)
@@ -119,7 +108,7 @@ def test_adaptive_off_learns_nothing_and_headers_mode_ignores_bare_429s(
 
 
 def test_auto_tier_discovers_a_higher_quota() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     server = _server({"RateLimit-Policy": '"p";q=200;w=60'})
     transport = _transport(server, time, MemoryBackend(clock=lambda: time.now), tier="auto")
     with httpx.Client(transport=transport) as client:
@@ -134,7 +123,7 @@ def test_auto_tier_discovers_a_higher_quota() -> None:
 
 
 def test_malformed_fields_are_counted_not_trusted() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     server = _server({"RateLimit-Policy": '"p";q=-3;w=60', "X-RateLimit-Limit": "lots"})
     transport = _transport(server, time, MemoryBackend(clock=lambda: time.now), tier="paid")
     with httpx.Client(transport=transport) as client:
@@ -145,7 +134,7 @@ def test_malformed_fields_are_counted_not_trusted() -> None:
 
 
 def test_reset_format_per_host() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     # "100" read as a delta: 50 left for 100 s. Declared an epoch, it is long past: nothing to spread.
     headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "100"}
     as_delta = _transport(_server(headers), time, MemoryBackend(clock=lambda: time.now), tier="paid")

@@ -15,6 +15,7 @@ import typing
 
 import httpx
 import pytest
+from _modes import by_mode, mode_fixture  # noqa: F401 - fixtures: `mode` and `anyio_backend`
 from _servers import Receive, Scope, Send, ServerThread
 
 from ratelimit_client import (
@@ -32,16 +33,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "wandbkey0123456789SECRETabcdef"
 FORMS = ["bearer", "basic", "query", "userinfo", "explicit"]
 POLICY = RetryPolicy(backoff_base=0.001, backoff_max=0.002, throttle_attempts=2, failure_attempts=2)
-
-
-@pytest.fixture(params=["sync", "asyncio", "trio"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return typing.cast("str", request.param)
-
-
-@pytest.fixture
-def anyio_backend(mode: str) -> str:
-    return "asyncio" if mode == "sync" else mode
 
 
 async def _app(scope: Scope, receive: Receive, send: Send) -> None:

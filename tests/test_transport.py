@@ -16,6 +16,7 @@ import httpx
 import pytest
 import respx
 import tenacity
+from _modes import by_mode, mode_fixture  # noqa: F401 - fixtures: `mode` and `anyio_backend`
 from _support import URL, Harness
 
 from ratelimit_client import (
@@ -35,17 +36,6 @@ from ratelimit_client import (
 pytestmark = pytest.mark.anyio
 
 DATE = 1_700_000_000.0  # the server's clock, sent in Date: Retry-After dates are measured against it
-
-
-@pytest.fixture(params=["sync", "asyncio", "trio"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return typing.cast("str", request.param)
-
-
-@pytest.fixture
-def anyio_backend(mode: str) -> str:
-    # The sync transport runs on the asyncio loop too: it never awaits, its sleeps are fake.
-    return "asyncio" if mode == "sync" else mode
 
 
 def _date(when: float, form: str) -> str:
