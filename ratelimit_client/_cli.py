@@ -46,7 +46,8 @@ def _rate(value: str) -> str:
 
 
 def _schedule(value: str) -> tuple[float, str]:
-    at, sep, rate = value.partition("=")
+    # SECONDS=RATE, or SECONDS:RATE (a rate never holds either character).
+    at, sep, rate = value.partition("=") if "=" in value else value.partition(":")
     try:
         return float(at), _rate(rate) if sep else _rate("")
     except ValueError:
@@ -70,6 +71,33 @@ def _parser() -> argparse.ArgumentParser:
         help="the server's quota per IP+key (default 50/second: the free tier, 60x faster)",
     )
     sim.add_argument("--client-rate", type=_rate, help="the quota the clients are told (default: --rate)")
+    sim.add_argument(
+        "--client-tier",
+        choices=("auto",),
+        help="auto: the clients are told no tier; they start at the free tier's 50 per window of --rate "
+        "and learn the real quota (discovery allowed)",
+    )
+    sim.add_argument(
+        "--headers",
+        choices=("none", "ietf", "x-ratelimit"),
+        default="none",
+        help="rate-limit headers the server sends (default none: Retry-After on 429s only)",
+    )
+    sim.add_argument(
+        "--schedule",
+        type=_schedule,
+        action="append",
+        default=[],
+        metavar="SECONDS:RATE",
+        help="from SECONDS into the run the server enforces RATE (repeatable), e.g. 10:100/second",
+    )
+    sim.add_argument(
+        "--adaptive",
+        choices=("off", "headers", "full"),
+        default="full",
+        help="the library's learning: full (default: headers and 429s), headers only, or off",
+    )
+    sim.add_argument("--discover", action="store_true", help="let the library learn rates above the one it is told")
     sim.add_argument("--duration", type=float, default=10.0, help="seconds of uploading (default 10)")
     sim.add_argument("--mode", choices=MODES, default="gcra", help="how the server counts (default gcra)")
     sim.add_argument("--backend", help="the library's backend URL (default: the configured one)")
@@ -135,6 +163,11 @@ def _simulate(args: argparse.Namespace) -> int:
         ips=args.ips,
         outage=args.outage,
         kinds=kinds,
+        headers=args.headers,
+        schedule=tuple(args.schedule),
+        adaptive=args.adaptive,
+        discover=args.discover,
+        client_tier=args.client_tier,
     )
     progress = None if args.quiet else sys.stderr
     if progress is not None:
@@ -142,6 +175,12 @@ def _simulate(args: argparse.Namespace) -> int:
         print(
             f"simulate: {config.workers} processes, {config.keys} key(s), {config.ips} IP(s); server quota "
             f"{config.quota} per IP+key counted by {config.mode}; backend {backend}; {config.duration:g} s",
+            file=progress,
+        )
+        print(
+            f"simulate: clients told {parse_rate(config.told)}; adaptive {config.adaptive}"
+            f"{', discovery allowed' if config.discovers else ''}; server headers {config.headers}"
+            + "".join(f"; from {at:g} s: {rate}" for at, rate in config.schedule),
             file=progress,
         )
         if backend.startswith("memory") and config.workers > 1:

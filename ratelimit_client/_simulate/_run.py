@@ -16,11 +16,28 @@ import uuid
 from .._backends import check_url
 from .._config import load_settings
 from .._exceptions import ConfigError
-from .._rate import Rate, parse_rate
+from .._learner import format_rate
+from .._rate import DEFAULT_TIERS, Rate, pacing_for, parse_rate
 from ..server import Faults, ServerConfig, background_server
 from ..server._counting import Mode
-from ._report import RunSummary, jain, per_second, percentile, utilisation
-from ._workers import DONE, KINDS, LOST, SLOTS, STATUS, STATUS_FAILING, THROTTLED, Kind, WorkerResult, WorkerSpec
+from ..server._middleware import HeaderStyle
+from ._report import RunSummary, jain, per_second, percentile, quota_at, utilisation
+from ._workers import (
+    DONE,
+    KINDS,
+    LEARNED,
+    LOST,
+    SLOTS,
+    STATUS,
+    STATUS_FAILING,
+    THROTTLED,
+    Kind,
+    WorkerResult,
+    WorkerSpec,
+)
+
+if typing.TYPE_CHECKING:
+    from .._adaptive import AdaptiveMode
 
 __all__ = ["SimulationConfig", "run_kind", "run_simulation"]
 
@@ -32,7 +49,12 @@ class SimulationConfig:
     """A simulation: ``workers`` processes over ``keys`` API keys and ``ips`` source addresses.
 
     ``rate`` is the quota the server enforces per client IP and API key; ``client_rate``
-    what the clients are told (the same unless testing a mis-set tier).
+    what the clients are told (the same unless testing a mis-set tier); ``client_tier="auto"``
+    tells them nothing: they start at the free tier's 50 requests per window of ``rate``
+    (50/second when time is compressed 60x) and may discover more. ``headers`` is the
+    rate-limit header style the server sends; ``schedule`` is ``(seconds into the run,
+    rate)`` pairs from which the server enforces another quota. ``adaptive`` and
+    ``discover`` are the library's learning settings.
     """
 
     workers: int = 15
@@ -46,6 +68,11 @@ class SimulationConfig:
     outage: tuple[float, float] | None = None
     kinds: tuple[Kind, ...] = ("ratelimit-client",)
     body_size: int = 1024
+    headers: HeaderStyle = "none"
+    schedule: tuple[tuple[float, str], ...] = ()
+    adaptive: AdaptiveMode = "full"
+    discover: bool = False
+    client_tier: typing.Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
         parse_rate(self.rate, field="rate")
@@ -61,6 +88,21 @@ class SimulationConfig:
             raise ConfigError("duration", self.duration, "a positive number of seconds")
         if self.backend is not None:
             check_url(self.backend)
+        self._check_learning()
+
+    def _check_learning(self) -> None:
+        if self.headers not in ("none", "ietf", "x-ratelimit"):
+            raise ConfigError("headers", self.headers, "'none', 'ietf' or 'x-ratelimit'")
+        for at, rate in self.schedule:
+            parse_rate(rate, field="schedule")
+            if not (math.isfinite(at) and at >= 0):
+                raise ConfigError("schedule", at, "seconds into the run, 0 or more")
+        if self.adaptive not in ("off", "headers", "full"):
+            raise ConfigError("adaptive", self.adaptive, "'off', 'headers' or 'full'")
+        if self.client_tier not in (None, "auto"):
+            raise ConfigError("client_tier", self.client_tier, "'auto' or unset")
+        if self.client_tier is not None and self.client_rate is not None:
+            raise ConfigError("client_tier", self.client_tier, "unset when client_rate is given")
         for kind in self.kinds:
             if kind not in KINDS:
                 raise ConfigError("kind", kind, f"one of {', '.join(KINDS)}")
@@ -68,6 +110,23 @@ class SimulationConfig:
     @property
     def quota(self) -> Rate:
         return parse_rate(self.rate)
+
+    @property
+    def told(self) -> str:
+        """The rate the clients are configured with."""
+        if self.client_tier == "auto":
+            free = DEFAULT_TIERS["free"].requests
+            return f"{free:g}/{self.quota.per_seconds:g}s"
+        return self.client_rate or self.rate
+
+    @property
+    def discovers(self) -> bool:
+        """Whether the clients may learn a rate above the one they were told."""
+        return self.discover or self.client_tier == "auto"
+
+    @property
+    def schedule_per_second(self) -> tuple[tuple[float, float], ...]:
+        return tuple((at, parse_rate(rate).per_second) for at, rate in self.schedule)
 
     @property
     def effective_backend(self) -> str:
@@ -108,6 +167,16 @@ class _Printer:
         self.stream.flush()
 
 
+def _learned(counts: list[float], workers: int) -> list[float]:
+    return [counts[i * SLOTS + LEARNED] for i in range(workers) if counts[i * SLOTS + LEARNED] > 0]
+
+
+def _sample(into: list[tuple[float, float, float]], at: float, counts: list[float], workers: int) -> None:
+    paced = _learned(counts, workers)
+    if paced:
+        into.append((at, min(paced), sum(paced) / len(paced)))
+
+
 def _progress_line(
     kind: str, *, elapsed: float, duration: float, counts: list[float], workers: int, rate: float
 ) -> str:
@@ -116,9 +185,11 @@ def _progress_line(
 
     failing = sum(1 for i in range(workers) if counts[i * SLOTS + STATUS] == STATUS_FAILING)
     status = "network failure" if failing else ("throttled" if total(THROTTLED) else "ok")
+    learned = _learned(counts, workers)
+    shown = f"  learned {format_rate(sum(learned) / len(learned))}" if learned else ""
     return (
         f"{kind:<16} {min(elapsed, duration):5.1f}/{duration:.0f} s  delivered {total(DONE):6d} "
-        f"({rate:6.1f}/s)  429s {total(THROTTLED):5d}  lost {total(LOST):4d}  "
+        f"({rate:6.1f}/s){shown}  429s {total(THROTTLED):5d}  lost {total(LOST):4d}  "
         f"failing {failing:2d}/{workers}  status: {status}"
     )
 
@@ -133,6 +204,8 @@ def run_kind(config: SimulationConfig, kind: Kind, stream: typing.TextIO | None 
         # Time may be compressed (50/second for 50/minute): whole seconds would stretch waits.
         retry_after="fractional" if quota.per_seconds < 60 else "seconds",
         faults=Faults(),
+        headers=config.headers,
+        schedule=config.schedule,
     )
     printer = _Printer(stream)
     context = _context()
@@ -149,12 +222,14 @@ def run_kind(config: SimulationConfig, kind: Kind, stream: typing.TextIO | None 
                 url=server.url,
                 api_key=f"sim-key-{index % config.keys}",
                 source_ip=f"127.0.0.{1 + index % config.ips}" if config.ips > 1 else None,
-                rate=config.client_rate or config.rate,
+                rate=config.told,
                 backend=config.backend,
                 duration=config.duration,
                 body_size=config.body_size,
                 namespace=namespace,
                 shared_path=os.path.join(scratch, "pyrate.sqlite"),
+                adaptive=config.adaptive,
+                discover=config.discovers,
             )
             process = context.Process(target=_entry, args=(spec, array, go, results), daemon=True)
             process.start()
@@ -192,6 +267,7 @@ class _Finished:
     began: float
     wall: float
     results: list[WorkerResult]
+    learned: list[tuple[float, float, float]]  # (seconds into the run, slowest, mean) over workers
 
 
 def _drive(
@@ -223,7 +299,10 @@ def _drive(
     began = time.monotonic()
     if config.outage is not None:
         server.outages.schedule(config.outage[0], config.outage[1])
+    if server.limiter is not None:
+        server.limiter.start_schedule()  # the schedule counts from the run's start
     go.set()
+    learned: list[tuple[float, float, float]] = []
     history: list[tuple[float, float]] = [(began, 0.0)]
     while len(collected) < config.workers:
         try:
@@ -240,6 +319,7 @@ def _drive(
         while len(history) > 2 and now - history[1][0] >= 2.0:
             history.pop(0)
         rate = (done - history[0][1]) / max(1e-9, now - history[0][0])
+        _sample(learned, now - began, counts, config.workers)
         printer.show(
             _progress_line(
                 kind, elapsed=now - began, duration=config.duration, counts=counts, workers=config.workers, rate=rate
@@ -257,7 +337,7 @@ def _drive(
     missing = config.workers - len(collected)
     for index in range(missing):
         collected.append(WorkerResult(-1 - index, 0, 0, 0, 0, (), error="worker exited without a result"))
-    return _Finished(began, wall, collected)
+    return _Finished(began, wall, collected, learned)
 
 
 def _summarise(
@@ -271,12 +351,15 @@ def _summarise(
     latencies = [latency for r in results for latency in r.latencies]
     in_run = [e for e in events if e[0] >= 0]
     identities = len({(ip, key) for _, what, ip, key in in_run if what == "admitted"})
+    seconds = max(1, math.ceil(finished.wall))
+    schedule = config.schedule_per_second
+    learns = kind == "ratelimit-client" and config.adaptive != "off"
     return RunSummary(
         kind=kind,
         mode=config.mode,
         workers=config.workers,
         quota=str(config.quota),
-        client_rate=str(parse_rate(config.client_rate or config.rate)),
+        client_rate=str(parse_rate(config.told)),
         backend=config.effective_backend if kind == "ratelimit-client" else "-",
         identities=identities,
         delivered=sum(r.delivered for r in results),
@@ -284,7 +367,7 @@ def _summarise(
         throttled=sum(r.throttled for r in results),
         server_throttled=sum(1 for e in in_run if e[1] == "throttled"),
         failure_episodes=sum(r.episodes for r in results),
-        utilisation=utilisation(in_run, config.quota.per_second, outages),
+        utilisation=utilisation(in_run, config.quota.per_second, outages, schedule),
         jain=jain([float(r.delivered) for r in results]),
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
@@ -293,7 +376,30 @@ def _summarise(
         errors=tuple(r.error for r in results if r.error),
         admitted_per_second=per_second(in_run, "admitted", finished.wall),
         throttled_per_second=per_second(in_run, "throttled", finished.wall),
+        adaptive=config.adaptive if kind == "ratelimit-client" else "off",
+        configured_rate=pacing_for(parse_rate(config.told)).rate.per_second if kind == "ratelimit-client" else None,
+        learned_min=_per_second([(at, low) for at, low, _ in finished.learned], seconds, min) if learns else (),
+        learned_mean=_per_second([(at, mean) for at, _, mean in finished.learned], seconds, _mean) if learns else (),
+        quota_per_second=tuple(quota_at(s, config.quota.per_second, schedule) for s in range(seconds)),
     )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _per_second(
+    samples: list[tuple[float, float]], seconds: int, combine: typing.Callable[[list[float]], float]
+) -> tuple[float, ...]:
+    """Samples folded into whole seconds; a second with none repeats the one before."""
+    buckets: list[list[float]] = [[] for _ in range(seconds)]
+    for at, value in samples:
+        if at >= 0:
+            buckets[min(int(at), seconds - 1)].append(value)
+    out: list[float] = []
+    for bucket in buckets:
+        out.append(combine(bucket) if bucket else (out[-1] if out else math.nan))
+    return tuple(out)
 
 
 def available_kinds() -> tuple[Kind, ...]:

@@ -23,6 +23,7 @@ import anyio
 import httpx
 import tenacity
 
+from .._adaptive import AdaptiveMode
 from .._config import load_settings
 from .._events import Event
 from .._exceptions import RequestFailed
@@ -39,9 +40,10 @@ __all__ = ["KINDS", "SLOTS", "Kind", "WorkerResult", "WorkerSpec", "worker_main"
 Kind = typing.Literal["ratelimit-client", "httpx+tenacity", "aiolimiter", "pyrate-limiter"]
 KINDS: tuple[Kind, ...] = ("ratelimit-client", "httpx+tenacity", "aiolimiter", "pyrate-limiter")
 
-# Per-worker slots in the shared progress array.
-DONE, LOST, THROTTLED, EPISODES, STATUS = range(5)
-SLOTS = 5
+# Per-worker slots in the shared progress array. LEARNED: the rate this worker paces its
+# key at now (requests per second; 0 for kinds that learn nothing).
+DONE, LOST, THROTTLED, EPISODES, STATUS, LEARNED = range(6)
+SLOTS = 6
 STATUS_OK, STATUS_THROTTLED, STATUS_FAILING = 0.0, 1.0, 2.0
 
 
@@ -60,6 +62,8 @@ class WorkerSpec:
     body_size: int
     namespace: str
     shared_path: str  # a scratch file the pyrate-limiter kind shares between processes
+    adaptive: AdaptiveMode = "full"
+    discover: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,6 +106,8 @@ class _Progress:
 _TLS = httpx.create_ssl_context()
 
 Upload = typing.Callable[[httpx.AsyncClient, bytes, dict[str, str]], typing.Awaitable[httpx.Response]]
+Sampler = typing.Callable[[], float]  # the rate a worker paces at now
+_SAMPLE_EVERY = 0.1
 
 
 def time_scale(rate: str) -> float:
@@ -147,13 +153,15 @@ async def _run(spec: WorkerSpec, progress: _Progress, go: typing.Any, results: t
     body = body[: spec.body_size]
     expected = hashlib.sha256(body).hexdigest()
     inner = httpx.AsyncHTTPTransport(verify=_TLS, local_address=spec.source_ip)
-    send_one, client = _client_for(spec, progress, inner)
+    send_one, client, sample = _client_for(spec, progress, inner)
     latencies: list[float] = []
     delivered = lost = 0
-    async with client:
+    async with client, anyio.create_task_group() as tasks:
         results.put(("ready", spec.index))
         while not go.is_set():  # noqa: ASYNC110 - a cross-process event has no awaitable form
             await anyio.sleep(0.005)
+        if sample is not None:
+            tasks.start_soon(_sample, sample, progress)
         deadline = time.monotonic() + spec.duration
         while time.monotonic() < deadline:
             headers = {"Authorization": f"Bearer {spec.api_key}", "Idempotency-Key": uuid.uuid4().hex}
@@ -170,6 +178,7 @@ async def _run(spec: WorkerSpec, progress: _Progress, go: typing.Any, results: t
             else:
                 lost += 1
                 progress.add(LOST)
+        tasks.cancel_scope.cancel()
     return WorkerResult(
         spec.index,
         delivered,
@@ -180,9 +189,17 @@ async def _run(spec: WorkerSpec, progress: _Progress, go: typing.Any, results: t
     )
 
 
+async def _sample(sample: Sampler, progress: _Progress) -> None:
+    # Sampled rather than taken from rate_changed events: after a cut the rate climbs back
+    # continuously, and a value another process learned arrives through the backend.
+    while True:
+        progress.set(LEARNED, sample())
+        await anyio.sleep(_SAMPLE_EVERY)
+
+
 def _client_for(
     spec: WorkerSpec, progress: _Progress, inner: httpx.AsyncHTTPTransport
-) -> tuple[Upload, httpx.AsyncClient]:
+) -> tuple[Upload, httpx.AsyncClient, Sampler | None]:
     if spec.kind == "ratelimit-client":
 
         def on_event(event: Event) -> None:
@@ -207,7 +224,11 @@ def _client_for(
             namespace=spec.namespace,
             ip=spec.source_ip,
             on_event=on_event,
+            adaptive=spec.adaptive,
+            adaptive_discover=spec.discover,
         )
+        # The simulation shows the pacing the engine uses now, which no public API exposes.
+        learner = transport._shared.engine.learner
 
         async def send(client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
             response = await client.post(f"{spec.url}/upload", content=body, headers=headers)
@@ -215,7 +236,7 @@ def _client_for(
                 progress.set(STATUS, STATUS_OK)
             return response
 
-        return send, httpx.AsyncClient(transport=transport)
+        return send, httpx.AsyncClient(transport=transport), learner.slowest
 
     retrying = _retrying(spec, progress)
     acquire = _acquirer(spec)
@@ -229,7 +250,7 @@ def _client_for(
                 attempt.retry_state.set_result(response)
         return response
 
-    return send_retrying, httpx.AsyncClient(transport=inner)
+    return send_retrying, httpx.AsyncClient(transport=inner), None
 
 
 def _acquirer(spec: WorkerSpec) -> typing.Callable[[], typing.Awaitable[None]]:
