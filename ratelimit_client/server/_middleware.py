@@ -185,6 +185,10 @@ class RateLimitMiddleware:
                 rate = scheduled
         return rate
 
+    def start_schedule(self, now: float | None = None) -> None:
+        """Count the ``schedule``'s times from ``now`` (default: the clock now), not from creation."""
+        self._started = self._clock() if now is None else now
+
     def decide(self, ip: str, key: str, now: float) -> RequestDecision:
         """Admit or refuse one request from ``ip`` with hashed key ``key`` at ``now``, and charge it."""
         tier = self._key_tiers.get(key, self.default_tier)

@@ -16,6 +16,8 @@ from ._app import Outages, ServerConfig, Stats, create_app
 if typing.TYPE_CHECKING:
     import uvicorn
 
+    from ._middleware import RateLimitMiddleware
+
 __all__ = ["RunningServer", "background_server", "serve"]
 
 _TICK = 0.01  # how often the outage watcher looks at the schedule
@@ -52,6 +54,7 @@ class RunningServer:
     stats: Stats
     outages: Outages
     server: uvicorn.Server
+    limiter: RateLimitMiddleware | None = None  # the app's rate limiter (to re-start its schedule)
 
     @property
     def url(self) -> str:
@@ -115,7 +118,7 @@ async def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off")
     )
-    running = RunningServer(host, port, stats, outages, server)
+    running = RunningServer(host, port, stats, outages, server, app.middleware)
     watcher = asyncio.ensure_future(_watch_outages(server, outages, host, port))
 
     async def announce() -> None:
