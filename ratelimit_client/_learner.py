@@ -72,6 +72,12 @@ class Learner:
             return self._buckets
         return (Bucket(1 / rate, first.burst), *self._buckets[1:])
 
+    def slowest(self) -> float:
+        """The slowest rate paced at now over the key sets known (the ceiling when none is learned)."""
+        now = self._clock()
+        learned = [value for _, value in list(self._known.values()) if value is not None]
+        return min((rate_at(value, now, self.config, self.ceiling) for value in learned), default=self.ceiling)
+
     def remember(self, keys: tuple[str, ...], text: str | None) -> None:
         """Take in what the backend holds for ``keys`` (from a reservation)."""
         known = self._known.get(keys)
