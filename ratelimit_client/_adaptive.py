@@ -64,11 +64,21 @@ class Observation:
 
     @property
     def spread(self) -> float | None:
-        """Requests per second that spend what remains evenly until it resets (the slowest)."""
+        """Requests per second that spend what remains evenly until it resets (the slowest).
+
+        A policy whose reset is a whole window away or more is skipped: a sliding-window or
+        token-bucket server says so of a client paced at the quota on every response (a
+        request or two remaining, whole again one window later) while it frees capacity
+        all along, and spreading those few requests over the window would collapse the rate.
+        """
         spreads = [
             p.remaining / p.reset
             for p in self.policies
-            if p.remaining is not None and p.reset is not None and p.reset > 0 and p.remaining > 0
+            if p.remaining is not None
+            and p.reset is not None
+            and p.reset > 0
+            and p.remaining > 0
+            and (p.window is None or p.reset < p.window)
         ]
         return min(spreads) if spreads else None
 
