@@ -51,7 +51,9 @@ def _schedule(value: str) -> tuple[float, str]:
     try:
         return float(at), _rate(rate) if sep else _rate("")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SECONDS=RATE such as 30=20/minute, got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected SECONDS=RATE or SECONDS:RATE such as 30=20/minute, got {value!r}"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -113,3 +113,28 @@ def test_serve_runs_the_emulated_api_as_a_process() -> None:
                 time.sleep(0.05)
             if process.poll() is None:
                 process.kill()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--headers", "draft"],
+        ["--adaptive", "on"],
+        ["--client-tier", "paid"],
+        ["--schedule", "soon:10/second"],
+        ["--schedule", "10"],
+    ],
+)
+def test_simulate_rejects_bad_learning_options(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", *args])
+    assert exit_info.value.code == 2
+    assert f"argument {args[0]}" in capsys.readouterr().err
+
+
+def test_simulate_help_documents_the_learning_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    shown = capsys.readouterr().out
+    for option in ("--headers", "--schedule", "--adaptive", "--discover", "--client-tier"):
+        assert option in shown

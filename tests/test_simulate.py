@@ -21,7 +21,7 @@ from ratelimit_client._simulate import (
     run_kind,
     utilisation,
 )
-from ratelimit_client._simulate._report import per_second
+from ratelimit_client._simulate._report import per_second, quota_at
 
 
 def test_jain_index() -> None:
@@ -52,6 +52,17 @@ def test_utilisation_counts_intervals_per_identity_and_skips_outages() -> None:
     assert utilisation([], 1.0) is None
 
 
+def test_utilisation_follows_a_changing_quota() -> None:
+    # 1/s for 4 s, then 2/s for 4 s: 4 + 8 intervals of capacity, all used.
+    events = [(float(t), "admitted", "ip", "k") for t in range(5)]
+    events += [(4 + t / 2, "admitted", "ip", "k") for t in range(1, 9)]
+    assert utilisation(events, 1.0, schedule=[(4.0, 2.0)]) == pytest.approx(100.0)
+    # Down from 2 s to 3 s (quota 1/s) and from 5 s to 6 s (quota 2/s): 3 fewer.
+    assert utilisation(events, 1.0, [(2.0, 3.0), (5.0, 6.0)], [(4.0, 2.0)]) == pytest.approx(100 * 12 / 9)
+    assert quota_at(3.9, 1.0, [(4.0, 2.0)]) == 1.0
+    assert quota_at(4.0, 1.0, [(4.0, 2.0)]) == 2.0
+
+
 def test_per_second_buckets() -> None:
     events = [
         (0.1, "admitted", "", ""),
@@ -72,6 +83,24 @@ def test_config_is_validated() -> None:
         SimulationConfig(ips=300)
     with pytest.raises(ConfigError):
         SimulationConfig(kinds=("curl",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        SimulationConfig(headers="draft")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        SimulationConfig(schedule=((-1.0, "10/second"),))
+    with pytest.raises(ConfigError):
+        SimulationConfig(schedule=((1.0, "soon"),))
+    with pytest.raises(ConfigError):
+        SimulationConfig(adaptive="on")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        SimulationConfig(client_tier="auto", client_rate="5/second")
+
+
+def test_an_unknown_tier_starts_at_the_free_tiers_count_per_window_of_the_quota() -> None:
+    config = SimulationConfig(rate="200/second", client_tier="auto")
+    assert config.told == "50/1s"
+    assert config.discovers
+    assert not SimulationConfig().discovers
+    assert SimulationConfig(client_rate="9/second").told == "9/second"
 
 
 def test_table_has_a_row_per_kind() -> None:
@@ -154,3 +183,49 @@ def test_the_alternatives_run_and_overload_the_server(kind: str) -> None:
     if kind != "pyrate-limiter":
         # No shared limit: three processes at the full quota each draw 429s.
         assert summary.server_throttled > 0
+
+
+def test_simulate_shows_the_learned_rate_falling_to_the_advertised_quota(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    png = tmp_path / "learned.png"
+    # Told 80/second; the server enforces 20/second and says so in IETF headers.
+    run = _simulate(
+        capsys,
+        "--workers",
+        "3",
+        "--duration",
+        "3",
+        "--client-rate",
+        "80/second",
+        "--headers",
+        "ietf",
+        "--plot",
+        str(png),
+    )
+    assert run["adaptive"] == "full"
+    assert run["configured_rate"] == pytest.approx(79.0)
+    seconds = len(run["admitted_per_second"])
+    assert len(run["learned_min"]) == len(run["learned_mean"]) == len(run["quota_per_second"]) == seconds
+    assert run["quota_per_second"] == [20.0] * seconds
+    assert run["learned_min"][-1] == pytest.approx(19.0, rel=0.02)  # 20/second paced one under
+    assert run["lost"] == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_simulate_without_learning_shows_no_learned_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    run = _simulate(capsys, "--workers", "2", "--duration", "1", "--adaptive", "off", "--headers", "ietf")
+    assert run["adaptive"] == "off"
+    assert run["learned_min"] == []
+    assert run["learned_mean"] == []
+
+
+def test_simulate_schedule_counts_from_the_start_of_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # The quota doubles 1.5 s in; the clients, told 40/second, may not go above it.
+    run = _simulate(
+        capsys, "--workers", "3", "--duration", "3", "--client-rate", "40/second", "--schedule", "1.5:40/second"
+    )
+    assert run["quota_per_second"][:2] == [20.0, 20.0]
+    assert run["quota_per_second"][2] == 40.0
+    assert run["lost"] == 0
+    assert run["utilisation"] is not None
