@@ -269,8 +269,10 @@ class RedisBackend:
         return "pause", [self.key(k) for k in keys], args
 
     def _learn_call(self, key: str, value: str, ttl: float) -> Call:
-        # PX takes whole milliseconds, at least 1; nothing left to keep is a delete.
-        return "learn", [self.learned_key(key)], [value, str(max(0, math.ceil(ttl * 1000)))]
+        # PX takes whole milliseconds, at least 1; nothing left to keep is a delete, and an
+        # infinite ttl keeps the value with no expiry, as the other backends do.
+        px = "" if ttl == math.inf else str(max(0, math.ceil(ttl * 1000)))
+        return "learn", [self.learned_key(key)], [value, px]
 
     @staticmethod
     def _reservation(keys: typing.Sequence[str], reply: typing.Any) -> Reservation:
@@ -292,8 +294,8 @@ class RedisBackend:
         # One command either way; the async client's returns an awaitable.
         name, keys, args = call
         if name == "learn":
-            px = int(args[1])
-            return client.set(keys[0], args[0], px=px) if px > 0 else client.delete(keys[0])
+            px = int(args[1]) if args[1] else None
+            return client.delete(keys[0]) if px == 0 else client.set(keys[0], args[0], px=px)
         return scripts[name](keys=keys, args=args)
 
     def _run(self, call: Call) -> typing.Any:

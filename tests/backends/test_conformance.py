@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import typing
@@ -201,10 +202,12 @@ def test_a_learned_value_expires_after_its_ttl(harness: Harness) -> None:
     ttl = 0.3 if harness.clock is None else 30.0  # Redis keeps real time
     backend.learn("k", LEARNED, ttl)
     backend.learn("long", LEARNED, 1000.0)
+    backend.learn("forever", LEARNED, math.inf)
     assert backend.reserve(["k"], [bucket], max_wait=None).learned == LEARNED
     harness.advance(ttl + (0.2 if harness.clock is None else 0.001))
     assert backend.reserve(["k"], [bucket], max_wait=None).learned is None
     assert backend.reserve(["long"], [bucket], max_wait=None).learned == LEARNED
+    assert backend.reserve(["forever"], [bucket], max_wait=None).learned == LEARNED
 
 
 def test_learned_values_are_per_key_and_per_namespace(harness: Harness) -> None:
