@@ -46,7 +46,8 @@ class MemoryBackend:
             states = self._states
             if len(keys) == 1:
                 key = keys[0]
-                slot, state, before = _gcra.reserve_one(states.get(key), buckets[0], now, max_wait=max_wait)
+                # Positional: CPython binds keyword arguments on a slower path.
+                slot, state, before = _gcra.reserve_one(states.get(key), buckets[0], now, max_wait)
                 if state is None:
                     return Reservation(slot - now, False)
                 states[key] = state
