@@ -2,9 +2,10 @@
 
 Each operation is one Lua script (one ``EVALSHA``, reloaded after ``NOSCRIPT``) that
 runs the GCRA step of :mod:`.._gcra` on the server's own ``TIME``, so hosts with
-skewed clocks still share one bucket. Keys are ``{namespace}:v1:<key>``: the hash tag
-puts a namespace in one Cluster slot, so a script's keys always sit on one node. Each
-key's TTL ends when its state stops mattering.
+skewed clocks still share one bucket. Keys are ``{namespace}:v1:<key>``, and
+``{namespace}:learned:v1:<key>`` for what :meth:`RedisBackend.learn` stored (read by the
+same reserve script): the hash tag puts a namespace in one Cluster slot, so a script's
+keys always sit on one node. Each key's TTL ends when its state stops mattering.
 """
 
 from __future__ import annotations
