@@ -32,7 +32,9 @@ class RetryBudget:
     """
 
     ratio: float = 0.2
-    min_per_second: float = 1.0
+    # Finagle's default floor: at the paces rate limits allow, a client that retries more
+    # than ten times a second is already in a storm.
+    min_per_second: float = 10.0
     _balance: float = dataclasses.field(default=0.0, init=False)
     _floor: float = dataclasses.field(default=0.0, init=False)
     _floor_at: float | None = dataclasses.field(default=None, init=False)
