@@ -22,6 +22,7 @@ import dataclasses
 import os
 import platform
 import queue
+import statistics
 import sys
 import tempfile
 import time
@@ -194,16 +195,19 @@ def report(
         f"outages {', '.join(f'{a:g}-{a + s:g} s' for a, s in outages)}"
     )
     print()
-    print("| worker | RSS start MiB | RSS warm MiB | RSS end MiB | RSS max MiB | end - warm KiB | fd start | fd end "
-          "| delivered | 429s | lost | net-fail episodes |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| worker | RSS start MiB | RSS warm MiB | RSS end MiB | RSS max MiB | end - warm KiB "
+        "| fd start | fd end | fd max | delivered | 429s | lost | net-fail episodes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for index, track in enumerate(tracks):
         base = index * SLOTS
         start, warm, end = track.rss[0][1], track.rss_at(args.warmup), track.rss[-1][1]
         peak = max(kib for _, kib in track.rss)
         print(
             f"| {index} | {start / 1024:.1f} | {warm / 1024:.1f} | {end / 1024:.1f} | {peak / 1024:.1f} | "
-            f"{end - warm:+d} | {track.fds[0][1]} | {track.fds[-1][1]} | {int(counts[base + DONE])} | "
+            f"{end - warm:+d} | {track.fds[0][1]} | {track.fds[-1][1]} | {max(n for _, n in track.fds)} | "
+            f"{int(counts[base + DONE])} | "
             f"{int(counts[base + THROTTLED])} | {int(counts[base + LOST])} | {int(counts[base + EPISODES])} |"
         )
     delivered = sum(int(counts[i * SLOTS + DONE]) for i in range(args.workers))
@@ -219,6 +223,14 @@ def report(
         f"RSS growth after warm-up (end - {args.warmup:g} s), KiB: min {growth[0]:+d}, median "
         f"{growth[len(growth) // 2]:+d}, max {growth[-1]:+d}; fd changes: "
         f"{sorted({t.fds[-1][1] - t.fds[0][1] for t in tracks})}"
+    )
+    print(
+        "Median RSS across workers per sample, MiB (seconds: MiB): "
+        + ", ".join(
+            f"{at:.0f}: {statistics.median(t.rss[n][1] for t in tracks) / 1024:.2f}"
+            for n, (at, _) in enumerate(tracks[0].rss)
+            if all(len(t.rss) > n for t in tracks)
+        )
     )
     print(
         f"Server (this process, with the sampler): RSS {server_rss[0][1] / 1024:.1f} MiB at start, "
