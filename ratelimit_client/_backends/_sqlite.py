@@ -78,7 +78,9 @@ class SQLiteBackend:
         backend = SQLiteBackend("/tmp/limits.sqlite3", namespace="uploads")
     """
 
-    __slots__ = ("_clock", "_conn", "_last_prune", "_lock", "_pid", "busy_timeout", "namespace", "path", "prune_every")
+    __slots__ = (
+        "_clock", "_conn", "_file", "_last_prune", "_lock", "_pid", "busy_timeout", "namespace", "path", "prune_every",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class SQLiteBackend:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
         self._last_prune = -float("inf")
         with self._lock:
             self._connection()  # fail at construction on a bad file, not at the first request
@@ -172,9 +175,13 @@ class SQLiteBackend:
         self.close()
 
     def _connection(self) -> sqlite3.Connection:
-        # A connection must not cross a fork: the child opens its own.
-        if self._conn is not None and self._pid == os.getpid():
+        # A connection must not cross a fork: the child opens its own. Nor outlive its file:
+        # a file deleted or replaced under us would split the fleet (processes started
+        # since use the new file), so follow the path to whatever file is there now.
+        if self._conn is not None and self._pid == os.getpid() and self._file == _identity(self.path):
             return self._conn
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit, so BEGIN IMMEDIATE below is the only
@@ -193,7 +200,7 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc) from exc
-        self._conn, self._pid = conn, os.getpid()
+        self._conn, self._pid, self._file = conn, os.getpid(), _identity(self.path)
         return conn
 
     @contextlib.contextmanager
@@ -239,3 +246,11 @@ def _encode_holes(holes: tuple[tuple[float, float], ...]) -> str:
 def _decode_holes(text: str) -> tuple[tuple[float, float], ...]:
     numbers = [float(part) for part in text.split()]
     return tuple(zip(numbers[::2], numbers[1::2], strict=True))
+
+
+def _identity(path: pathlib.Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
