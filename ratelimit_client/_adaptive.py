@@ -236,7 +236,7 @@ class AdaptiveConfig:
     floor: float | None = None
     ttl: float = 600.0
     discover: bool = False
-    cooldown: float = 1.0
+    cooldown: float | None = None  # default: a twentieth of ``probe``
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", "headers", "full"):
@@ -245,11 +245,12 @@ class AdaptiveConfig:
             ("adaptive_beta", self.beta, 0 < self.beta < 1, "a number between 0 and 1"),
             ("adaptive_probe", self.probe, self.probe > 0, "a positive number"),
             ("adaptive_ttl", self.ttl, self.ttl > 0, "a positive number of seconds"),
-            ("adaptive_cooldown", self.cooldown, self.cooldown >= 0, "a number of seconds, 0 or more"),
         )
         for field, value, ok, allowed in checks:
             if not (math.isfinite(value) and ok):
                 raise ConfigError(field, value, allowed)
+        if self.cooldown is not None and not (math.isfinite(self.cooldown) and self.cooldown >= 0):
+            raise ConfigError("adaptive_cooldown", self.cooldown, "a number of seconds, 0 or more")
         if self.floor is not None and not (math.isfinite(self.floor) and self.floor > 0):
             raise ConfigError("adaptive_floor", self.floor, "a positive rate")
 
@@ -319,10 +320,13 @@ def update(
     now: float,
     config: AdaptiveConfig,
     ceiling: float,
+    *,
+    pause: float = 0.0,
 ) -> Learned | None:
     """The new learned value after ``observation``, or None when nothing should change.
 
-    ``ceiling`` is the configured pacing rate (requests per second).
+    ``ceiling`` is the configured pacing rate (requests per second); ``pause`` the wait
+    the server told with a 429, during which nothing is sent.
     """
     if config.mode == "off":
         return None
@@ -350,11 +354,18 @@ def update(
             return None
         return Learned(target, now, expires, reason)
     if observation.throttled and config.mode == "full":
-        cooldown = max(config.cooldown, 2 / current)
+        # One cut per burst of 429s: those still arriving were sent at the old rate. The
+        # cooldown scales with the probe (so with the quota's window) or a time-compressed
+        # run would never cut twice while the curve climbs back.
+        cooldown = max(config.probe / 20 if config.cooldown is None else config.cooldown, 2 / current)
         if learned is not None and learned.w_max is not None and now - learned.since < cooldown:
             return None  # this burst of 429s was already answered by a cut
         cut = max(current * config.beta, _floor(config, ceiling))
-        return Learned(cut, now, expires, f"429 with no quota in its headers: cut by {config.beta:g}x", w_max=current)
+        # The curve starts climbing when sending resumes: a pause as long as the probe
+        # would otherwise undo the cut before a single request went at the cut rate.
+        since = now + max(pause, 0.0)
+        reason = f"429 with no quota in its headers: cut by {config.beta:g}x"
+        return Learned(cut, since, max(expires, since + config.ttl), reason, w_max=current)
     return None
 
 

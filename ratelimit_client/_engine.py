@@ -234,12 +234,15 @@ class Engine:
     ) -> Steps[Outcome]:
         status = response.status_code
         reset_format = self._reset_formats.get(request.url.host, self.policy.reset_format)
+        final = status != 429 and (status not in _RETRY_STATUSES or not self._may_replay(request))
+        wait = None
+        if not final:
+            hint = server_wait(response.headers.multi_items(), now=self._wall_clock(), reset_format=reset_format)
+            wait = None if hint is None else hint.wait
         if self.learner.enabled:
-            yield from self._learn(request, response, keys, reset_format)
-        if status != 429 and (status not in _RETRY_STATUSES or not self._may_replay(request)):
+            yield from self._learn(request, response, keys, reset_format, wait if status == 429 else None)
+        if final:
             return Outcome("ok", tally, response)
-        hint = server_wait(response.headers.multi_items(), now=self._wall_clock(), reset_format=reset_format)
-        wait = None if hint is None else hint.wait
         yield fx.Close(response)
         if status == 429:
             tally.record("throttled")
@@ -256,12 +259,18 @@ class Engine:
         return Outcome("server_error", tally, response, wait, retry=True, reason=reason)
 
     def _learn(
-        self, request: httpx.Request, response: httpx.Response, keys: tuple[str, ...], reset_format: ResetFormat
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        keys: tuple[str, ...],
+        reset_format: ResetFormat,
+        pause: float | None,
     ) -> Steps[None]:
         # Every response, not only 429s, says what the server allows: the whole fleet
         # sharing the key learns it through the backend.
+        told = pause if pause is not None and 0 < pause <= self.policy.max_server_wait else 0.0
         change, ignored = self.learner.consider(
-            keys, response.headers.multi_items(), response.status_code, reset_format
+            keys, response.headers.multi_items(), response.status_code, reset_format, told
         )
         if ignored:
             self.monitor.count("ignored_headers", ignored)

@@ -96,8 +96,12 @@ class Learner:
         headers: typing.Iterable[tuple[str, str]],
         status: int,
         reset_format: ResetFormat,
+        pause: float = 0.0,
     ) -> tuple[Change | None, int]:
-        """What a response teaches: a change to store (or None), and how many fields were ignored."""
+        """What a response teaches: a change to store (or None), and how many fields were ignored.
+
+        ``pause`` is the wait the server told with it, if any.
+        """
         now = self._clock()
         observation = observe(headers, status=status, now=now, reset_format=reset_format)
         if not observation.policies and not observation.throttled:
@@ -105,7 +109,7 @@ class Learner:
         with self._lock:
             known = self._known.get(keys)
             current = None if known is None else known[1]
-            learned = update(current, observation, now, self.config, self.ceiling)
+            learned = update(current, observation, now, self.config, self.ceiling, pause=pause)
             if learned is None:
                 return None, observation.ignored
             before = rate_at(current, now, self.config, self.ceiling)
