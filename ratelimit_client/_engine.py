@@ -155,7 +155,7 @@ class Engine:
                 return self._finish(request, typing.cast("Outcome", action), progress)
 
     def _keys(self, request: httpx.Request) -> Steps[tuple[str, ...]]:
-        api_key = self._api_key or api_key_from_authorization(request.headers.get("authorization"))
+        api_key = self._api_key or api_key_from_authorization(_raw_header(request.headers, b"authorization"))
         ip = self._ip
         if ip is None:
             where = (request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
@@ -267,7 +267,13 @@ class Engine:
         pause: float | None,
     ) -> Steps[None]:
         # Every response, not only 429s, says what the server allows: the whole fleet
-        # sharing the key learns it through the backend.
+        # sharing the key learns it through the backend. Most responses carry no rate-limit
+        # field at all: look at the raw names first, before httpx decodes every header.
+        status = response.status_code
+        if status != 429 and not any(
+            name[:1] in b"rRxX" and _RATE_FIELD in name.lower() for name, _ in response.headers.raw
+        ):
+            return
         told = pause if pause is not None and 0 < pause <= self.policy.max_server_wait else 0.0
         change, ignored = self.learner.consider(
             keys, response.headers.multi_items(), response.status_code, reset_format, told
@@ -343,6 +349,17 @@ class Engine:
                 f"{what}: {outcome.reason} after {attempts} attempt(s)", attempts=attempts, response=response
             )
         return NetworkFailure(f"{what}: {outcome.reason} after {attempts} attempt(s)", attempts=attempts)
+
+
+_RATE_FIELD = b"ratelimit"
+
+
+def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:
+    """One header's value by its lower-case name, without httpx decoding them all."""
+    for key, value in headers.raw:
+        if len(key) == len(name) and key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _last(state: tenacity.RetryCallState) -> Outcome:
