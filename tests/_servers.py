@@ -27,6 +27,16 @@ Receive = typing.Callable[[], typing.Awaitable[Message]]
 Send = typing.Callable[[Message], typing.Awaitable[None]]
 
 
+async def read_body(receive: Receive) -> bytes:
+    """An ASGI request's whole body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += typing.cast("bytes", message.get("body", b""))
+        if not message.get("more_body"):
+            return body
+
+
 class ServerThread:
     """uvicorn serving an ASGI app on 127.0.0.1 at a free port, in a thread of this process."""
 
@@ -84,12 +94,7 @@ class SlidingLogApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         now = time.monotonic()
         self.arrivals.append(now)
         recent = [t for t in self.admitted if t > now - self.window]

@@ -40,15 +40,10 @@ def _check_server(app: SlidingLogApp) -> None:
     assert len(app.admitted) == REQUESTS
 
 
-@pytest.mark.anyio
-async def test_concurrent_async_clients_stay_under_the_server_limit(serve: typing.Callable[..., ServerThread]) -> None:
-    app = SlidingLogApp(LIMIT, WINDOW)
-    server = serve(app)
-    # The default pacing (burst 1, 9 per second) is safe against a sliding log of 10/s.
-    transport = AsyncRateLimitTransport(rate=f"{LIMIT}/second", backend=MemoryBackend(), retry=FAST)
+async def _report_concurrently(transport: AsyncRateLimitTransport, url: str) -> dict[int, httpx.Response]:
+    """Send every report at once, each from its own task, through ``transport``."""
     results: dict[int, httpx.Response] = {}
-
-    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
+    async with httpx.AsyncClient(transport=transport, base_url=url) as client:
 
         async def report(n: int) -> None:
             results[n] = await client.post("/report", content=_body(n), headers={"X-Request-Id": str(n)})
@@ -56,6 +51,16 @@ async def test_concurrent_async_clients_stay_under_the_server_limit(serve: typin
         async with anyio.create_task_group() as tg:
             for n in range(REQUESTS):
                 tg.start_soon(report, n)
+    return results
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_clients_stay_under_the_server_limit(serve: typing.Callable[..., ServerThread]) -> None:
+    app = SlidingLogApp(LIMIT, WINDOW)
+    server = serve(app)
+    # The default pacing (burst 1, 9 per second) is safe against a sliding log of 10/s.
+    transport = AsyncRateLimitTransport(rate=f"{LIMIT}/second", backend=MemoryBackend(), retry=FAST)
+    results = await _report_concurrently(transport, server.url)
 
     assert all(r.status_code == 200 for r in results.values())
     assert len(results) == REQUESTS
@@ -96,16 +101,7 @@ async def test_a_client_too_fast_for_the_server_obeys_retry_after_and_loses_noth
     transport = AsyncRateLimitTransport(
         rate=f"{2 * LIMIT}/second", burst=LIMIT, server_counting="token_bucket", backend=MemoryBackend(), retry=FAST
     )
-    results: dict[int, httpx.Response] = {}
-
-    async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
-
-        async def report(n: int) -> None:
-            results[n] = await client.post("/report", content=_body(n), headers={"X-Request-Id": str(n)})
-
-        async with anyio.create_task_group() as tg:
-            for n in range(REQUESTS):
-                tg.start_soon(report, n)
+    results = await _report_concurrently(transport, server.url)
 
     assert sorted(results) == list(range(REQUESTS))
     assert all(r.status_code == 200 for r in results.values())

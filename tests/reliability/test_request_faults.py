@@ -17,7 +17,7 @@ import typing
 import anyio
 import httpx
 import pytest
-from _servers import ServerThread
+from _servers import ServerThread, read_body
 
 from ratelimit_client import AsyncRateLimitTransport, MemoryBackend, NetworkFailure, RateLimitTransport, RetryPolicy
 from ratelimit_client._engine import RequestStats
@@ -88,12 +88,7 @@ class SlowFirst:
         self.bodies: list[bytes] = []
 
     async def __call__(self, scope: typing.Any, receive: typing.Any, send: typing.Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.bodies.append(body)
         if len(self.bodies) <= self.slow:
             await anyio.sleep(self.delay)
