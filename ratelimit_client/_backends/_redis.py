@@ -212,6 +212,15 @@ def _bucket_args(buckets: tuple[Bucket, ...]) -> tuple[str, ...]:
     return (repr(horizon_for(buckets)), *(repr(x) for b in buckets for x in (b.interval, b.tolerance)))
 
 
+@functools.lru_cache(maxsize=256)
+def _reserve_layout(
+    prefix: str, learned_prefix: str, keys: tuple[str, ...], buckets: tuple[Bucket, ...]
+) -> tuple[list[str], tuple[str, ...]]:
+    """reserve's KEYS, and its ARGV after max_wait (cached: a transport reuses the same few
+    keys; the list is only read, never changed)."""
+    return [*(prefix + k for k in keys), learned_prefix + keys[0]], _bucket_args(buckets)
+
+
 def _redacted(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password is None and parts.username is None:
@@ -285,8 +294,9 @@ class RedisBackend:
     def _reserve_call(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], max_wait: float | None
     ) -> Call:
-        args = ["" if max_wait is None else repr(float(max_wait)), *_bucket_args(tuple(buckets))]
-        return "reserve", [*(self.key(k) for k in keys), self.learned_key(keys[0])], args
+        # Runs on every request: the keys and bucket arguments come from a cache.
+        redis_keys, tail = _reserve_layout(self._prefix, self._learned_prefix, tuple(keys), tuple(buckets))
+        return "reserve", redis_keys, ["" if max_wait is None else repr(float(max_wait)), *tail]
 
     def _cancel_call(self, reservation: Reservation) -> Call:
         args = [str(MAX_HOLES), *(repr(x) for charge in reservation.charges for x in charge)]
@@ -306,16 +316,21 @@ class RedisBackend:
     def _reservation(keys: typing.Sequence[str], reply: typing.Any) -> Reservation:
         # "granted wait written before … [=learned]": one pair per key, then the learned
         # text, which may hold spaces, so only the numbers are split off.
-        parts = reply.split(maxsplit=2 + 2 * len(keys))
+        count = 2 + 2 * len(keys)
+        parts = reply.split(maxsplit=count)
         if parts[0] in (b"0", "0"):
             return Reservation(float(parts[1]), granted=False)
-        numbers = [float(x) for x in parts[2 : 2 + 2 * len(keys)]]
         learned = None
-        if len(parts) > 2 + 2 * len(keys):
+        if len(parts) > count:
             text = parts[-1][1:]
             learned = text.decode() if isinstance(text, bytes) else text
-        charges = tuple(zip(numbers[::2], numbers[1::2], strict=True))
-        return Reservation(float(parts[1]), True, tuple(keys), charges, learned=learned)
+        if count == 4:  # one key, the common case: no slices or zips
+            charges: tuple[tuple[float, float], ...] = ((float(parts[2]), float(parts[3])),)
+        else:
+            numbers = [float(x) for x in parts[2:count]]
+            charges = tuple(zip(numbers[::2], numbers[1::2], strict=True))
+        # Positional: keywords cost more in a dataclass's __init__.
+        return Reservation(float(parts[1]), True, tuple(keys), charges, False, learned)
 
     @staticmethod
     def _send(client: typing.Any, scripts: typing.Mapping[str, typing.Any], call: Call) -> typing.Any:
