@@ -68,18 +68,21 @@ def per_acquire(run: typing.Callable[[int], None], n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def commands_per_acquire(url: str, run: typing.Callable[[int], None], n: int) -> tuple[float, dict[str, int]]:
-    """Client-issued commands per acquire (commands run inside Lua scripts excluded)."""
+def commands_per_acquire(url: str, run: typing.Callable[[int], None], n: int) -> tuple[float, dict[str, int], float]:
+    """Client-issued commands per acquire (commands run inside Lua scripts excluded), and
+    the server's µs per EVALSHA (the script and the commands it runs)."""
     admin = redis.Redis.from_url(url)
     run(1)  # load scripts first
     admin.config_resetstat()
     run(n)
-    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in admin.info("commandstats").items()}
+    info = admin.info("commandstats")
     admin.close()
+    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in info.items()}
+    server_us = float(info.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0))
     scripted = {"time", "get", "set", "del", "zadd", "zcard", "zrange", "zremrangebyscore", "expire", "pexpire",
                 "lrange", "lpush", "ltrim", "llen", "lindex", "zcount", "incrby", "ttl", "pttl"}  # fmt: skip
     outer = {k: v for k, v in stats.items() if k not in scripted and k not in ("config|resetstat", "info")}
-    return sum(outer.values()) / n, outer
+    return sum(outer.values()) / n, outer, server_us
 
 
 def loop_stall(backend: SQLiteBackend, path: pathlib.Path, via_thread: bool, n: int) -> float:
@@ -193,11 +196,14 @@ def main() -> None:
                 ("ours redis (sync, no socket timeout)", "limits redis moving window"),
             ]:
                 print(f"  {ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}")
-            ours_cmds, ours_detail = commands_per_acquire(url, candidates["ours redis (sync)"], 200)
-            limits_cmds, limits_detail = commands_per_acquire(url, candidates["limits redis moving window"], 200)
+            ours_cmds, ours_detail, ours_us = commands_per_acquire(url, candidates["ours redis (sync)"], 2000)
+            limits_cmds, limits_detail, limits_us = commands_per_acquire(
+                url, candidates["limits redis moving window"], 2000
+            )
             print(
                 f"redis commands per acquire: ours {ours_cmds:g} {ours_detail}; limits {limits_cmds:g} {limits_detail}"
             )
+            print(f"redis server µs per EVALSHA (INFO commandstats): ours {ours_us:.2f}; limits {limits_us:.2f}")
             stall_path = pathlib.Path(tmp) / "stall.sqlite3"
             stall_backend = SQLiteBackend(stall_path, namespace="bench")
             inline = loop_stall(stall_backend, stall_path, via_thread=False, n=200)
