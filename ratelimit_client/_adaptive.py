@@ -261,6 +261,8 @@ class Learned:
 
     ``rate`` holds from ``since`` until ``expires`` (epoch seconds). After a cut,
     ``w_max`` is the rate before it and the rate climbs back on a CUBIC curve.
+    ``paused_until`` (epoch seconds) ends the last pause a server told with a 429: a
+    process waking inside it, on a slot reserved before it, queues again behind it.
     """
 
     rate: float
@@ -268,6 +270,7 @@ class Learned:
     expires: float
     reason: str
     w_max: float | None = None
+    paused_until: float | None = None
 
     def encode(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -285,10 +288,12 @@ class Learned:
                 expires=float(data["expires"]),
                 reason=str(data["reason"])[:200],
                 w_max=None if data.get("w_max") is None else float(data["w_max"]),
+                # Absent from records written before it existed.
+                paused_until=None if data.get("paused_until") is None else float(data["paused_until"]),
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        numbers = (learned.rate, learned.since, learned.expires, learned.w_max or 1.0)
+        numbers = (learned.rate, learned.since, learned.expires, learned.w_max or 1.0, learned.paused_until or 1.0)
         if not all(math.isfinite(n) for n in numbers) or learned.rate <= 0:
             return None
         return learned

@@ -92,6 +92,17 @@ class Learn:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Peek:
+    key: str
+
+    def run(self, io: SyncIO) -> str | None:
+        return io.backend.peek(self.key)
+
+    async def arun(self, io: AsyncIO) -> str | None:
+        return await io.backend.apeek(self.key)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
@@ -165,4 +176,4 @@ class LocalIP:
         return await anyio.to_thread.run_sync(_identity.local_ip_for, self.host, self.port)
 
 
-Effect = Reserve | Cancel | Pause | Learn | Sleep | Send | Close | SpoolBody | LocalIP
+Effect = Reserve | Cancel | Pause | Learn | Peek | Sleep | Send | Close | SpoolBody | LocalIP

@@ -207,7 +207,13 @@ class Engine:
                 self.monitor.count("waiting", -1)
             progress.slot_wait += reservation.wait
             if self._pauses.get(keys, 0) == pauses:
-                return
+                if not self.learner.enabled:
+                    return
+                # Another process's 429 is invisible to the count above: one cheap read
+                # of the fleet's learned record shows whether a pause it told still lasts.
+                self.learner.remember(keys, (yield fx.Peek(keys[0])))
+                if not self.learner.paused(keys):
+                    return
             # A 429 paused these keys while we slept: our slot was handed out before the
             # pause, so going now would only draw another 429. Queue again, behind it.
 
@@ -282,6 +288,7 @@ class Engine:
             self.monitor.count("ignored_headers", ignored)
         if change is not None:
             yield fx.Learn(keys[0], change.learned.encode(), change.ttl)
+        if change is not None and change.message is not None:
             self.monitor.rate_changed(
                 Event("rate_changed", change.message, describe(request), reason=change.learned.reason), change.rate
             )

@@ -25,11 +25,14 @@ _CACHE_LIMIT = 4096
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Change:
-    """A new learned value to store for ``ttl`` seconds, and how to tell the user."""
+    """A new learned value to store for ``ttl`` seconds, and how to tell the user.
+
+    ``message`` is None when only the pause changed: nothing to tell.
+    """
 
     learned: Learned
     ttl: float
-    message: str
+    message: str | None
     rate: float  # the rate it sets now, requests per second
 
 
@@ -78,6 +81,12 @@ class Learner:
         learned = [value for _, value in list(self._known.values()) if value is not None]
         return min((rate_at(value, now, self.config, self.ceiling) for value in learned), default=self.ceiling)
 
+    def paused(self, keys: tuple[str, ...]) -> bool:
+        """True while a server-told pause known for ``keys`` (from any process) lasts."""
+        known = self._known.get(keys)
+        until = None if known is None or known[1] is None else known[1].paused_until
+        return until is not None and until > self._clock()
+
     def remember(self, keys: tuple[str, ...], text: str | None) -> None:
         """Take in what the backend holds for ``keys`` (from a reservation)."""
         known = self._known.get(keys)
@@ -109,12 +118,30 @@ class Learner:
         with self._lock:
             known = self._known.get(keys)
             current = None if known is None else known[1]
-            learned = update(current, observation, now, self.config, self.ceiling, pause=pause)
+            changed = update(current, observation, now, self.config, self.ceiling, pause=pause)
+            learned = changed
+            if changed is not None and current is not None and current.paused_until is not None:
+                learned = dataclasses.replace(changed, paused_until=current.paused_until)  # still in force
+            if pause > 0:
+                # Recorded for the fleet: processes holding slots reserved before this 429
+                # see it when they wake (Engine._wait_for_slot) and queue behind it.
+                learned = self._with_pause(learned or current, now, now + pause) or learned
             if learned is None:
                 return None, observation.ignored
             before = rate_at(current, now, self.config, self.ceiling)
             self._known[keys] = (learned.encode(), learned)
         after = rate_at(learned, now, self.config, self.ceiling)
-        self.last_rate = after
-        message = f"learned rate {format_rate(before)} -> {format_rate(after)}: {learned.reason}"
-        return Change(learned, max(learned.expires - now, 0.001), message, after), observation.ignored
+        ttl = max(learned.expires, learned.paused_until or 0.0) - now
+        message = None
+        if changed is not None:
+            self.last_rate = after
+            message = f"learned rate {format_rate(before)} -> {format_rate(after)}: {learned.reason}"
+        return Change(learned, max(ttl, 0.001), message, after), observation.ignored
+
+    def _with_pause(self, learned: Learned | None, now: float, until: float) -> Learned | None:
+        if learned is None:
+            # Nothing learned: a record that only carries the pause, paced at the ceiling.
+            return Learned(self.ceiling, now, until, "server-told pause", paused_until=until)
+        if learned.paused_until is not None and learned.paused_until >= until:
+            return None  # already known: another 429 of the same burst
+        return dataclasses.replace(learned, paused_until=until)

@@ -195,7 +195,15 @@ def test_learned_values_expire() -> None:
 def test_learned_round_trips_and_rejects_garbage() -> None:
     learned = Learned(1.5, NOW, NOW + 60, "why", w_max=2.0)
     assert Learned.decode(learned.encode()) == learned
-    for garbage in (None, "", "{", "[]", '{"rate": "x"}', '{"rate": -1, "since": 0, "expires": 1, "reason": ""}'):
+    paused = Learned(1.5, NOW, NOW + 60, "why", paused_until=NOW + 5)
+    assert Learned.decode(paused.encode()) == paused
+    # A record written before paused_until existed still reads, with no pause.
+    assert Learned.decode('{"rate": 1.5, "since": 0, "expires": 60, "reason": "old"}') == Learned(1.5, 0, 60, "old")
+    for garbage in (
+        None, "", "{", "[]", '{"rate": "x"}', '{"rate": -1, "since": 0, "expires": 1, "reason": ""}',
+        '{"rate": 1, "since": 0, "expires": 1, "reason": "", "paused_until": "soon"}',
+        '{"rate": 1, "since": 0, "expires": 1, "reason": "", "paused_until": Infinity}',
+    ):  # fmt: skip
         assert Learned.decode(garbage) is None
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import typing
+
 import httpx
 import pytest
 from _support import FakeClock
 
-from ratelimit_client import Event, MemoryBackend, RateLimited, RateLimitTransport
+from ratelimit_client import AsyncRateLimitTransport, Event, MemoryBackend, RateLimited, RateLimitTransport, RetryPolicy
 
 URL = "http://api.test/upload"
 AUTH = {"Authorization": "Bearer key-one"}
@@ -147,3 +149,92 @@ def test_reset_format_per_host() -> None:
     with httpx.Client(transport=as_epoch) as client:
         client.get(URL, headers=AUTH)
     assert as_epoch.statistics().learned_rate is None
+
+
+def _pair(
+    time: FakeClock, mode: str
+) -> tuple[RateLimitTransport, list[tuple[str, float, int]], typing.Callable[[], None]]:
+    """A teacher drawing one 429 that pauses 5 s, and a way to make it send that request.
+
+    The teacher does not retry, so its request (a 429, the pause, giving up) lands inside
+    whatever sleep calls it. ``sent`` records (who, when, status) at the server.
+    """
+    backend = MemoryBackend(clock=lambda: time.now)
+    sent: list[tuple[str, float, int]] = []
+
+    def teacher_server(request: httpx.Request) -> httpx.Response:
+        sent.append(("teacher", time.now, 429))
+        return httpx.Response(429, headers={"Retry-After": "5"})
+
+    once = RetryPolicy(throttle_attempts=1)
+    teacher = _transport(httpx.MockTransport(teacher_server), time, backend, rate="1/second", adaptive=mode, retry=once)
+    teacher._io.sleep = lambda seconds: None  # its slot (t=2, after the pupil's) comes at once
+    teacher._shared.engine.learner._clock = time  # learned times on the fake clock
+
+    def pupil_server(request: httpx.Request) -> httpx.Response:
+        sent.append(("pupil", time.now, 200))
+        return httpx.Response(200)
+
+    pupil = _transport(httpx.MockTransport(pupil_server), time, backend, rate="1/second", adaptive=mode)
+    pupil._shared.engine.learner._clock = time
+
+    def teach() -> None:
+        time.on_sleep = None  # once
+        with httpx.Client(transport=teacher) as client, pytest.raises(RateLimited):
+            client.get(URL, headers=AUTH)
+
+    return pupil, sent, teach
+
+
+@pytest.mark.parametrize("mode", ["full", "headers"])
+def test_a_slot_reserved_before_another_process_429_queues_behind_its_pause(mode: str) -> None:
+    time = FakeClock(start=0.0)
+    pupil, sent, teach = _pair(time, mode)
+    with httpx.Client(transport=pupil) as client:
+        client.get(URL, headers=AUTH)  # t=0: at once
+        time.on_sleep = lambda seconds: teach()  # the 429 comes while the next slot is awaited
+        client.get(URL, headers=AUTH)  # waits for its slot, and would wake inside the 5 s pause told at t=0
+    assert [(who, status) for who, _, status in sent] == [("pupil", 200), ("teacher", 429), ("pupil", 200)]
+    # The pupil did not go at t=1 into the pause told at t=0 (till t=5): it queued again,
+    # behind it, seeing the pause only through the shared backend.
+    assert sent[-1][1] >= 5.0
+    assert len(time.sleeps) == 2
+    assert time.sleeps[0] < 5.0  # the first wake was inside the pause
+
+
+def test_without_learning_the_waking_slot_goes_into_the_pause() -> None:
+    # The counterpart: no learned record, no extra read, and the slot goes as reserved.
+    time = FakeClock(start=0.0)
+    pupil, sent, teach = _pair(time, "off")
+    with httpx.Client(transport=pupil) as client:
+        client.get(URL, headers=AUTH)
+        time.on_sleep = lambda seconds: teach()
+        client.get(URL, headers=AUTH)
+    assert sent[-1][0] == "pupil"
+    assert sent[-1][1] == pytest.approx(time.sleeps[0])
+    assert sent[-1][1] < 5.0  # into the pause
+
+
+@pytest.mark.anyio
+async def test_an_async_waker_also_queues_behind_another_process_pause() -> None:
+    time = FakeClock(start=0.0)
+    pupil_sync, sent, teach = _pair(time, "full")
+
+    def pupil_server(request: httpx.Request) -> httpx.Response:
+        sent.append(("pupil", time.now, 200))
+        return httpx.Response(200)
+
+    pupil = AsyncRateLimitTransport(
+        httpx.MockTransport(pupil_server),
+        ip="127.0.0.1",
+        backend=pupil_sync._shared.backend,
+        rate="1/second",
+    )
+    pupil._io.sleep = time.asleep
+    pupil._shared.engine.learner._clock = time
+    async with httpx.AsyncClient(transport=pupil) as client:
+        await client.get(URL, headers=AUTH)
+        time.on_sleep = lambda seconds: teach()
+        await client.get(URL, headers=AUTH)
+    assert [who for who, _, _ in sent] == ["pupil", "teacher", "pupil"]
+    assert sent[-1][1] >= 5.0

@@ -147,6 +147,9 @@ class FallbackBackend:
     def learn(self, key: str, value: str, ttl: float) -> None:
         self._route(lambda: self.primary.learn(key, value, ttl), lambda: self.local.learn(key, value, ttl))
 
+    def peek(self, key: str) -> str | None:
+        return self._route(lambda: self.primary.peek(key), lambda: self.local.peek(key))[0]
+
     def close(self) -> None:
         self.primary.close()
         self.local.close()
@@ -177,6 +180,9 @@ class FallbackBackend:
 
     async def alearn(self, key: str, value: str, ttl: float) -> None:
         await self._aroute(lambda: self.primary.alearn(key, value, ttl), lambda: self.local.alearn(key, value, ttl))
+
+    async def apeek(self, key: str) -> str | None:
+        return (await self._aroute(lambda: self.primary.apeek(key), lambda: self.local.apeek(key)))[0]
 
     async def aclose(self) -> None:
         await self.primary.aclose()

@@ -89,6 +89,11 @@ class MemoryBackend:
             if len(self._learned) >= 1024:
                 self._learned = {k: v for k, v in self._learned.items() if v[1] > now}
 
+    def peek(self, key: str) -> str | None:
+        with self._lock:
+            learned = self._learned.get(key)
+            return learned[0] if learned is not None and learned[1] > self._clock() else None
+
     def close(self) -> None:
         with self._lock:
             self._states.clear()
@@ -109,6 +114,9 @@ class MemoryBackend:
 
     async def alearn(self, key: str, value: str, ttl: float) -> None:
         self.learn(key, value, ttl)
+
+    async def apeek(self, key: str) -> str | None:
+        return self.peek(key)
 
     async def aclose(self) -> None:
         self.close()

@@ -202,7 +202,7 @@ return 1
 
 SCRIPTS = {"reserve": _NOW + _CODEC_ON_DEMAND + _RESERVE, "cancel": _PRELUDE + _CANCEL, "pause": _PRELUDE + _PAUSE}
 
-Call = tuple[str, list[str], list[str]]  # script name (or "learn": a plain SET), KEYS, ARGV
+Call = tuple[str, list[str], list[str]]  # script name (or "learn"/"peek": a plain SET/GET), KEYS, ARGV
 
 
 @functools.lru_cache(maxsize=256)
@@ -336,6 +336,8 @@ class RedisBackend:
     def _send(client: typing.Any, scripts: typing.Mapping[str, typing.Any], call: Call) -> typing.Any:
         # One command either way; the async client's returns an awaitable.
         name, keys, args = call
+        if name == "peek":
+            return client.get(keys[0])
         if name == "learn":
             px = int(args[1]) if args[1] else None
             return client.delete(keys[0]) if px == 0 else client.set(keys[0], args[0], px=px)
@@ -388,6 +390,9 @@ class RedisBackend:
     def learn(self, key: str, value: str, ttl: float) -> None:
         self._run(self._learn_call(key, value, ttl))
 
+    def peek(self, key: str) -> str | None:
+        return _text(self._run(("peek", [self.learned_key(key)], [])))
+
     def close(self) -> None:
         self._client.close()
         # Async clients need their loop to close (aclose); without it they are dropped.
@@ -408,9 +413,16 @@ class RedisBackend:
     async def alearn(self, key: str, value: str, ttl: float) -> None:
         await self._arun(self._learn_call(key, value, ttl))
 
+    async def apeek(self, key: str) -> str | None:
+        return _text(await self._arun(("peek", [self.learned_key(key)], [])))
+
     async def aclose(self) -> None:
         if sniffio.current_async_library() == "asyncio":
             found = self._async.pop(asyncio.get_running_loop(), None)
             if found is not None:
                 await found[0].aclose()
         self.close()
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

@@ -149,6 +149,15 @@ class SQLiteBackend:
         with self._transaction() as (conn, now):
             conn.execute(_UPSERT_LEARNED, (self.namespace, key, value, now + ttl))
 
+    def peek(self, key: str) -> str | None:
+        # One SELECT in autocommit: a WAL reader, never waiting for the write lock.
+        with self._lock:
+            try:
+                row = self._connection().execute(_SELECT_LEARNED, (self.namespace, key, self._clock())).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+        return None if row is None else typing.cast("str", row[0])
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -170,6 +179,9 @@ class SQLiteBackend:
 
     async def alearn(self, key: str, value: str, ttl: float) -> None:
         await anyio.to_thread.run_sync(self.learn, key, value, ttl)
+
+    async def apeek(self, key: str) -> str | None:
+        return await anyio.to_thread.run_sync(self.peek, key)
 
     async def aclose(self) -> None:
         self.close()

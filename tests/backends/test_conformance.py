@@ -222,6 +222,33 @@ def test_learned_values_are_per_key_and_per_namespace(harness: Harness) -> None:
     assert harness.open("c").reserve(["k"], [bucket], max_wait=None).learned is None
 
 
+def test_peek_reads_the_learned_value_and_takes_nothing(harness: Harness) -> None:
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    assert backend.peek("k") is None
+    backend.learn("k", LEARNED, 60.0)
+    assert backend.peek("k") == LEARNED
+    assert harness.open().peek("k") == LEARNED  # another connection on the same storage
+    assert harness.open("b").peek("k") is None  # another namespace
+    assert backend.peek("y") is None
+    # A read only: no slot was taken, so the first reservation still goes at once.
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(0.0, abs=TOL)
+    ttl = 0.3 if harness.clock is None else 30.0  # Redis keeps real time
+    backend.learn("k", LEARNED + " ", ttl)
+    assert backend.peek("k") == LEARNED + " "
+    harness.advance(ttl + (0.2 if harness.clock is None else 0.001))
+    assert backend.peek("k") is None  # expired
+
+
+@pytest.mark.anyio
+async def test_apeek_agrees_with_peek(harness: Harness) -> None:
+    backend = harness.open()
+    assert await backend.apeek("k") is None
+    await backend.alearn("k", LEARNED, 60.0)
+    assert await backend.apeek("k") == LEARNED == backend.peek("k")
+    await backend.aclose()
+
+
 @pytest.mark.anyio
 async def test_alearn_and_areserve_carry_the_learned_value(harness: Harness) -> None:
     backend = harness.open()
