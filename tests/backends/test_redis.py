@@ -69,6 +69,7 @@ def test_learn_is_one_set_with_a_ttl_beside_the_bucket_keys(private_redis: Priva
     decoding.learn("k", " two  spaces ", 60.0)
     assert decoding.reserve(["k"], [BUCKET], max_wait=None).learned == " two  spaces "
     assert backend.reserve(["k"], [BUCKET], max_wait=None).learned == " two  spaces "
+    assert decoding.peek("k") == backend.peek("k") == " two  spaces "
     admin.close()
     backend.close()
     decoding.close()
@@ -86,6 +87,7 @@ def test_learn_goes_to_the_local_bucket_while_degraded() -> None:
     reservation = backend.reserve(["k"], [BUCKET], max_wait=None)
     assert reservation.fallback
     assert reservation.learned == "local"
+    assert backend.peek("k") == "local"  # read where it was written while degraded
     assert [e.kind for e in events] == ["backend_degraded"]
     backend.close()
 
