@@ -58,7 +58,6 @@ class Learner:
         self._clock = wall_clock
         self._lock = threading.Lock()
         self._known: dict[tuple[str, ...], tuple[str | None, Learned | None]] = {}
-        self.last_rate: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -134,7 +133,6 @@ class Learner:
         ttl = max(learned.expires, learned.paused_until or 0.0) - now
         message = None
         if changed is not None:
-            self.last_rate = after
             message = f"learned rate {format_rate(before)} -> {format_rate(after)}: {learned.reason}"
         return Change(learned, max(ttl, 0.001), message, after), observation.ignored
 
