@@ -166,7 +166,7 @@ class Engine:
                     ip = "unknown"  # not cached: the next request asks again
                 else:
                     self._local_ips[where] = ip
-        return self.limiter.keys(ip, self.limiter.key_id(api_key))
+        return self.limiter.keys_for(ip, api_key)
 
     def _attempt(
         self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress

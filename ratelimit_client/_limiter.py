@@ -49,7 +49,7 @@ class Limit:
 class Limiter:
     """Maps a request's identity to the keys and buckets of every limit it falls under."""
 
-    __slots__ = ("_buckets", "_cache", "_ids", "_limits", "namespace")
+    __slots__ = ("_buckets", "_by_identity", "_cache", "_ids", "_limits", "namespace")
 
     def __init__(
         self,
@@ -69,6 +69,8 @@ class Limiter:
         self._buckets = tuple(buckets)
         self._ids: dict[str | None, str] = {}
         self._cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Raw API keys as dict keys, as in _ids: held in memory only, never stored or shown.
+        self._by_identity: dict[tuple[str, str | None], tuple[str, ...]] = {}
 
     def __repr__(self) -> str:
         limits = ", ".join(str(limit) for limit in self._limits)
@@ -100,6 +102,15 @@ class Limiter:
             found = self._cache[ip, key_id] = tuple(
                 _storage_key(index, limit.per, ip, key_id) for index, limit in enumerate(self._limits)
             )
+        return found
+
+    def keys_for(self, ip: str, api_key: str | None) -> tuple[str, ...]:
+        """``keys(ip, key_id(api_key))`` in one cached lookup: what a request needs, per request."""
+        found = self._by_identity.get((ip, api_key))
+        if found is None:
+            if len(self._by_identity) >= 4096:
+                self._by_identity.clear()
+            found = self._by_identity[ip, api_key] = self.keys(ip, self.key_id(api_key))
         return found
 
 

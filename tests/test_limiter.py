@@ -126,3 +126,15 @@ def test_caches_stay_bounded() -> None:
         limiter.keys(f"10.0.{n // 256}.{n % 256}", limiter.key_id(f"key-{n}"))
     # Still correct after the caches were cleared on the way.
     assert limiter.keys("10.0.0.0", limiter.key_id("key-0")) == limiter.keys("10.0.0.0", key_id("key-0", "ns"))
+
+
+def test_keys_for_is_keys_of_the_key_id_and_stays_bounded() -> None:
+    limiter = Limiter([Limit("50/minute"), Limit("200/minute", per="key")], namespace="ns")
+    assert limiter.keys_for("10.0.0.1", KEY_A) == limiter.keys("10.0.0.1", limiter.key_id(KEY_A))
+    assert limiter.keys_for("10.0.0.1", KEY_A) is limiter.keys_for("10.0.0.1", KEY_A)  # cached
+    assert limiter.keys_for("10.0.0.1", None) == limiter.keys("10.0.0.1", "anonymous")
+    assert limiter.keys_for("10.0.0.2", KEY_A) != limiter.keys_for("10.0.0.1", KEY_A)
+    for n in range(5000):
+        limiter.keys_for(f"10.0.{n // 256}.{n % 256}", f"key-{n}")
+    assert len(limiter._by_identity) <= 4096
+    assert limiter.keys_for("10.0.0.0", "key-0") == limiter.keys("10.0.0.0", key_id("key-0", "ns"))
