@@ -130,13 +130,13 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
 
     async def ours_async(n: int) -> None:
         for _ in range(n):
-            reservation = await backend.areserve(limiter.keys(ip, limiter.key_id(API_KEY)), buckets, max_wait=None)
+            reservation = await backend.areserve(limiter.keys_for(ip, API_KEY), buckets, max_wait=None)
             if reservation.wait > 0:
                 waited.append(reservation.wait)
 
     async def ours_sync(n: int) -> None:
         for _ in range(n):
-            reservation = sync_backend.reserve(limiter.keys(ip, limiter.key_id(API_KEY)), buckets, max_wait=None)
+            reservation = sync_backend.reserve(limiter.keys_for(ip, API_KEY), buckets, max_wait=None)
             if reservation.wait > 0:
                 waited.append(reservation.wait)
 

@@ -163,7 +163,7 @@ async def test_the_key_appears_nowhere(
         assert not _leaks(repr(transport.settings))
         assert not _leaks(repr(transport.statistics()))
     assert not _leaks(repr(backend))
-    stored = list(backend._states)
+    stored = list(backend._tats)
     assert stored
     assert not any(_leaks(key) for key in stored)
     # The default backend's files on disk hold no trace of the key either.

@@ -68,10 +68,10 @@ class MemoryHarness(Harness):
         return self._backends[namespace]
 
     def stored(self, namespace: str = "a") -> int:
-        return len(self._backends[namespace]._states)
+        return len(self._backends[namespace]._tats)
 
     def raw(self) -> bytes:
-        return repr({ns: (b._states, b._learned) for ns, b in self._backends.items()}).encode()
+        return repr({ns: (b._tats, b._holes, b._learned) for ns, b in self._backends.items()}).encode()
 
 
 class SQLiteHarness(Harness):
