@@ -23,7 +23,7 @@ import dataclasses
 import math
 import typing
 
-__all__ = ["Bucket", "Decision", "KeyState", "cancel", "pause", "reserve", "reserve_one"]
+__all__ = ["Bucket", "Decision", "KeyState", "cancel", "pause", "reserve"]
 
 MAX_HOLES = 32
 
@@ -73,43 +73,6 @@ def _fresh(state: KeyState | None, now: float, horizon: float) -> KeyState | Non
     return state
 
 
-def reserve_one(
-    stored: KeyState | None,
-    bucket: Bucket,
-    now: float,
-    max_wait: float | None = None,
-    *,
-    horizon: float = math.inf,
-    cost: int = 1,
-    at: float = -math.inf,
-) -> tuple[float, KeyState | None, float]:
-    """One key's step of :func:`reserve`: ``(slot, new state, tat before)``.
-
-    The slot is no earlier than ``at`` (the other keys' slot). The new state is None when
-    the slot is more than ``max_wait`` seconds away: then nothing is charged. This is the
-    whole GCRA arithmetic; :func:`reserve` runs it per key, and a backend whose request has
-    one key calls it directly, without the tuples and lists of the general case.
-    """
-    # The steps of _fresh and Bucket.tolerance written out (same arithmetic): this runs on
-    # every request. A stale tat means no state: see _fresh.
-    holes: tuple[tuple[float, float], ...]
-    if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
-        before, holes = now, ()
-    else:
-        before, holes = stored.tat, stored.holes
-    interval = bucket.interval
-    slot = (before if before > now else now) + cost * interval - bucket.burst * interval
-    if not slot > now:
-        slot = now
-    if at > slot:  # noqa: PLR1730 - a builtin call costs more, on every request
-        slot = at
-    if max_wait is not None and slot - now > max_wait:
-        return slot, None, before
-    if holes:
-        holes = _live_holes(holes, now)
-    return slot, KeyState((before if before > slot else slot) + cost * interval, holes), before
-
-
 def reserve(
     states: typing.Sequence[KeyState | None],
     buckets: typing.Sequence[Bucket],
@@ -124,21 +87,35 @@ def reserve(
     When the slot is more than ``max_wait`` seconds away nothing is charged and the
     decision is refused, so the caller can fail fast without burning capacity.
     """
-    # One pass to find the slot (a max_wait of -inf charges nothing), one to charge every
-    # key at it.
+    # One pass finds each key's tat before this request and the slot (the latest of the
+    # keys' own slots, never before now); a second charges every key at that slot.
+    if len(states) != len(buckets):
+        # Checked once here: zip(strict=True) costs more than the rest of a one-key step.
+        raise ValueError(f"{len(states)} states for {len(buckets)} buckets: they must match")
     slot = now
-    for stored, bucket in zip(states, buckets, strict=True):
-        slot = max(slot, reserve_one(stored, bucket, now, max_wait=-math.inf, horizon=horizon, cost=cost)[0])
+    holes: tuple[tuple[float, float], ...]
+    befores: list[tuple[float, tuple[tuple[float, float], ...]]] = []
+    for stored, bucket in zip(states, buckets):  # noqa: B905 - lengths checked above
+        # The steps of _fresh and Bucket.tolerance written out (same arithmetic): this runs
+        # on every request. A stale tat means no state: see _fresh.
+        if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
+            before, holes = now, ()
+        else:
+            before, holes = stored.tat, stored.holes
+        interval = bucket.interval
+        key_slot = (before if before > now else now) + cost * interval - bucket.burst * interval
+        if key_slot > slot:  # noqa: PLR1730 - a builtin call costs more, on every request
+            slot = key_slot
+        befores.append((before, holes))
     wait = slot - now
     if max_wait is not None and wait > max_wait:
         return Decision(wait, None)
     new_states: list[KeyState] = []
     charges: list[tuple[float, float]] = []
-    for stored, bucket in zip(states, buckets, strict=True):
-        _, state, before = reserve_one(stored, bucket, now, horizon=horizon, cost=cost, at=slot)
-        assert state is not None  # no max_wait: always charged
-        new_states.append(state)
-        charges.append((state.tat, before))
+    for (before, holes), bucket in zip(befores, buckets):  # noqa: B905 - lengths checked above
+        tat = (before if before > slot else slot) + cost * bucket.interval
+        new_states.append(KeyState(tat, _live_holes(holes, now) if holes else ()))
+        charges.append((tat, before))
     return Decision(wait, tuple(new_states), tuple(charges))
 
 

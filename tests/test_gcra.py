@@ -110,7 +110,7 @@ def test_cost_charges_several_intervals() -> None:
 
 
 def test_states_and_buckets_must_match_in_length() -> None:
-    with pytest.raises(ValueError, match="zip"):
+    with pytest.raises(ValueError, match="must match"):
         reserve([None, None], [Bucket(1.0)], 0.0)
 
 
@@ -425,3 +425,59 @@ class GcraMachine(RuleBasedStateMachine):
 
 GcraMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_gcra_state_machine = GcraMachine.TestCase
+
+
+# --- reserve against its two-pass definition ---------------------------------------------
+
+
+def _step(
+    stored: KeyState | None, bucket: Bucket, now: float, horizon: float, cost: int, at: float
+) -> tuple[float, KeyState, float]:
+    """One key: its slot (no earlier than ``at``), its state charged at that slot, its tat before."""
+    holes: tuple[tuple[float, float], ...]
+    if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
+        before, holes = now, ()
+    else:
+        before, holes = stored.tat, stored.holes
+    slot = max(max(before, now) + cost * bucket.interval - bucket.tolerance, now, at)
+    live = tuple(h for h in holes if h[0] > now)
+    return slot, KeyState(max(before, slot) + cost * bucket.interval, live), before
+
+
+def two_pass_reserve(
+    states: list[KeyState | None], buckets: list[Bucket], now: float, max_wait: float | None, horizon: float, cost: int
+) -> Decision:
+    """The definition: the slot is the latest of the keys' own slots; then run each key's
+    step again with its slot pushed to that one."""
+    slot = max([now] + [_step(s, b, now, horizon, cost, -math.inf)[0] for s, b in zip(states, buckets, strict=True)])
+    if max_wait is not None and slot - now > max_wait:
+        return Decision(slot - now, None)
+    steps = [_step(s, b, now, horizon, cost, slot) for s, b in zip(states, buckets, strict=True)]
+    return Decision(slot - now, tuple(s for _, s, _ in steps), tuple((s.tat, before) for _, s, before in steps))
+
+
+OFFSETS = st.floats(-100, 100) | st.sampled_from([0.0, math.inf, -math.inf, math.nan])
+STATES = st.none() | st.builds(
+    KeyState, OFFSETS, st.lists(st.tuples(st.floats(-100, 100), st.floats(-100, 100)), max_size=3).map(tuple)
+)
+ANY_BUCKETS = st.builds(Bucket, st.floats(1e-3, 50) | INTERVALS, st.integers(1, 6))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(STATES, ANY_BUCKETS), min_size=1, max_size=4),
+    now=st.floats(0, 1e6),
+    max_wait=st.none() | st.floats(0, 300),
+    horizon=st.sampled_from([math.inf, 60.0, 600.0]),
+    cost=st.integers(1, 3),
+)
+def test_reserve_is_its_two_pass_definition_exactly(
+    pairs: list[tuple[KeyState | None, Bucket]], now: float, max_wait: float | None, horizon: float, cost: int
+) -> None:
+    # States are drawn relative to now, so that they straddle it.
+    states = [
+        None if s is None else KeyState(now + s.tat, tuple((now + w, now + b) for w, b in s.holes)) for s, _ in pairs
+    ]
+    buckets = [b for _, b in pairs]
+    got = reserve(states, buckets, now, max_wait=max_wait, horizon=horizon, cost=cost)
+    assert got == two_pass_reserve(states, buckets, now, max_wait, horizon, cost)

@@ -52,9 +52,10 @@ class MemoryBackend:
             now = self._clock()
             tats = self._tats
             if len(keys) == 1 and not (self._holes and keys[0] in self._holes):
-                # _gcra.reserve_one with cost 1, no horizon and no holes, written out: a call
-                # and its tuples cost a tenth of the acquire. test_memory_fast_path checks
-                # that it agrees with _gcra.reserve exactly.
+                # _gcra.reserve for one key, cost 1, no horizon and no holes, written out:
+                # the call and its KeyStates, lists and Decision would cost more than the
+                # rest of the acquire. tests/backends/test_memory.py checks that the two
+                # agree exactly.
                 key = keys[0]
                 before = tats.get(key, now)
                 if not _isfinite(before):  # forgotten, as _gcra does
@@ -73,7 +74,7 @@ class MemoryBackend:
                 decision = _gcra.reserve(list(map(self._state, keys)), buckets, now, max_wait=max_wait)
                 if decision.states is None:
                     return Reservation(decision.wait, False)
-                for key, state in zip(keys, decision.states, strict=True):
+                for key, state in zip(keys, decision.states):  # noqa: B905 - _gcra checked the lengths
                     self._store(key, state)
                 charges, wait = decision.charges, decision.wait
             if len(tats) >= 1024:  # the check _prune starts with, without a call per request
