@@ -7,6 +7,8 @@ what keeps the two the same.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,30 @@ def test_learned_value_comes_with_the_reservation() -> None:
     assert backend.reserve(["other"], [bucket], max_wait=None).learned is None
     clock.now = 5.0
     assert backend.reserve(["k"], [bucket], max_wait=None).learned is None
+
+
+def test_threads_sharing_a_key_lose_no_reservation() -> None:
+    """Every reserve from several threads is charged once: the slots are all distinct and
+    the tat is one interval per reservation ahead of the first."""
+    backend = MemoryBackend(clock=Clock(0.0))  # the clock stands still: every slot queues
+    bucket = Bucket(1.0, 1)
+    per_thread, threads = 2000, 4
+    charges: list[tuple[tuple[float, float], ...]] = []
+
+    def worker() -> None:
+        mine = [backend.reserve(["k"], [bucket], max_wait=None).charges for _ in range(per_thread)]
+        charges.extend(mine)
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows: races show
+    try:
+        for thread in started:
+            thread.start()
+        for thread in started:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    written = sorted(charge[0][0] for charge in charges)
+    assert written == [float(n) for n in range(1, per_thread * threads + 1)]
+    assert backend._tats == {"k": float(per_thread * threads)}
