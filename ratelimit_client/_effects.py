@@ -3,6 +3,9 @@
 The engine is a generator that yields these and is sent their results; a driver runs
 them with ``run`` (sync transport) or ``arun`` (async transport). So the logic exists
 once, and only waiting and I/O differ between the two transports.
+
+Effects are built on every request, so they are plain slotted dataclasses (a frozen one
+pays an ``object.__setattr__`` per field), never mutated once made.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class AsyncIO:
     sleep: typing.Callable[[float], typing.Awaitable[None]] = anyio.sleep
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Reserve:
     keys: tuple[str, ...]
     buckets: tuple[Bucket, ...]
@@ -52,7 +55,7 @@ class Reserve:
         return await io.backend.areserve(self.keys, self.buckets, max_wait=self.max_wait)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Cancel:
     reservation: Reservation
 
@@ -65,7 +68,7 @@ class Cancel:
             await io.backend.acancel(self.reservation)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Pause:
     keys: tuple[str, ...]
     buckets: tuple[Bucket, ...]
@@ -78,7 +81,7 @@ class Pause:
         await io.backend.apause(self.keys, self.buckets, self.seconds)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Learn:
     key: str
     value: str
@@ -91,7 +94,7 @@ class Learn:
         await io.backend.alearn(self.key, self.value, self.ttl)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Peek:
     key: str
 
@@ -102,7 +105,7 @@ class Peek:
         return await io.backend.apeek(self.key)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Sleep:
     seconds: float
 
@@ -113,7 +116,7 @@ class Sleep:
         await io.sleep(self.seconds)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Send:
     request: httpx.Request
 
@@ -124,7 +127,7 @@ class Send:
         return await io.transport.handle_async_request(self.request)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Close:
     response: httpx.Response
 
@@ -135,7 +138,7 @@ class Close:
         await self.response.aclose()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class SpoolBody:
     """Read a one-shot body once into a :class:`Spool` (closed again if reading fails)."""
 
@@ -163,7 +166,7 @@ class SpoolBody:
         return spool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class LocalIP:
     host: str
     port: int

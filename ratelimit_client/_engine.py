@@ -29,7 +29,7 @@ from ._exceptions import (
 )
 from ._headers import ResetFormat, server_wait
 from ._identity import api_key_from_authorization
-from ._learner import Learner
+from ._learner import Change, Learner
 from ._retry import Outcome, RetryPolicy, Tally, make_retrying
 
 if typing.TYPE_CHECKING:
@@ -111,6 +111,7 @@ class Engine:
             wall_clock=wall_clock,
         )
         monitor.configured_rate = self.learner.ceiling
+        self._learning = self.learner.enabled  # read on every request: the config never changes
         # Per key set, how many server-told pauses this engine has applied (see _wait_for_slot).
         self._pauses: dict[tuple[str, ...], int] = {}
 
@@ -124,24 +125,47 @@ class Engine:
             spool = yield fx.SpoolBody(request.stream, self._spool_threshold)
             replay = Replay(request, spool=spool)
         try:
-            return (yield from self._deliver(request, replay))
+            keys = self._known_keys(request)
+            if keys is None:
+                keys = yield from self._keys(request)
+            progress = _Progress(Tally(self._clock))
+            outcome = yield from self._attempt(request, replay, keys, progress)
+            if outcome.retry:
+                outcome = yield from self._retry(request, replay, keys, progress, outcome)
+            return self._finish(request, outcome, progress)
         finally:
             replay.close()
 
-    def _deliver(self, request: httpx.Request, replay: Replay) -> Steps[httpx.Response]:
-        keys = yield from self._keys(request)
-        progress = _Progress(Tally(self._clock))
-        outcome = yield from self._attempt(request, replay, keys, progress)
-        if not outcome.retry:
-            # The usual case: tenacity would hand the outcome straight back, and setting
-            # it up costs more than the rest of the request path together.
-            return self._finish(request, outcome, progress)
-        # tenacity keeps statistics per thread; begin() resets them. We do not read them.
+    def _known_keys(self, request: httpx.Request) -> tuple[str, ...] | None:
+        """The request's storage keys, or None while the local IP towards its host is unknown."""
+        ip = self._ip or self._local_ips.get(_where(request.url))
+        return None if ip is None else self.limiter.keys_for(ip, self._api_key_of(request))
+
+    def _keys(self, request: httpx.Request) -> Steps[tuple[str, ...]]:
+        """The request's storage keys, after finding the local IP towards its host."""
+        where = _where(request.url)
+        ip = yield fx.LocalIP(*where)
+        if ip is None:
+            ip = "unknown"  # not cached: the next request asks again
+        else:
+            self._local_ips[where] = ip
+        return self.limiter.keys_for(ip, self._api_key_of(request))
+
+    def _api_key_of(self, request: httpx.Request) -> str | None:
+        return self._api_key or api_key_from_authorization(_raw_header(request.headers, b"authorization"))
+
+    def _retry(
+        self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress, outcome: Outcome
+    ) -> Steps[Outcome]:
+        """Retry, as the policy says, a request whose first attempt came to ``outcome``; the last outcome."""
+        # Only now: a first attempt that needs no retry is most requests, and setting up
+        # tenacity costs more than the rest of the request path together. tenacity keeps
+        # statistics per thread; begin() resets them. We do not read them.
         self._retrying.begin()
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
         first = self._retrying.iter(state)
         assert isinstance(first, tenacity.DoAttempt)  # a fresh state always attempts first
-        state.set_result(outcome)  # the attempt made above
+        state.set_result(outcome)  # the attempt already made
         while True:
             action = self._retrying.iter(state)
             if isinstance(action, tenacity.DoAttempt):
@@ -152,21 +176,7 @@ class Engine:
                 progress.retry_wait += float(action)
                 yield fx.Sleep(float(action))
             else:
-                return self._finish(request, typing.cast("Outcome", action), progress)
-
-    def _keys(self, request: httpx.Request) -> Steps[tuple[str, ...]]:
-        api_key = self._api_key or api_key_from_authorization(_raw_header(request.headers, b"authorization"))
-        ip = self._ip
-        if ip is None:
-            where = (request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80))
-            ip = self._local_ips.get(where)
-            if ip is None:
-                ip = yield fx.LocalIP(*where)
-                if ip is None:
-                    ip = "unknown"  # not cached: the next request asks again
-                else:
-                    self._local_ips[where] = ip
-        return self.limiter.keys_for(ip, api_key)
+                return typing.cast("Outcome", action)
 
     def _attempt(
         self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress
@@ -182,14 +192,20 @@ class Engine:
             raise
         except httpx.TransportError as exc:
             return self._classify_error(request, exc, progress.tally)
+        status = response.status_code
+        if status < 500 and status != 429 and not (self._learning and _has_rate_fields(response)):
+            # Most responses: final, and nothing in them to learn.
+            return Outcome("ok", progress.tally, response)
         return (yield from self._classify_response(request, response, keys, progress.tally))
 
     def _wait_for_slot(self, keys: tuple[str, ...], progress: _Progress) -> Steps[None]:
+        learning = self._learning
+        queued_behind: float | None = None  # the end of the fleet's pause we queued behind
         while True:
             pauses = self._pauses.get(keys, 0)
-            buckets = self.learner.buckets(keys) if self.learner.enabled else self.limiter.buckets
+            buckets = self.learner.buckets(keys) if learning else self.limiter.buckets
             reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
-            if self.learner.enabled:
+            if learning:
                 self.learner.remember(keys, reservation.learned)
             if not reservation.granted:
                 raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
@@ -207,13 +223,19 @@ class Engine:
                 self.monitor.count("waiting", -1)
             progress.slot_wait += reservation.wait
             if self._pauses.get(keys, 0) == pauses:
-                if not self.learner.enabled:
+                if not learning:
                     return
                 # Another process's 429 is invisible to the count above: one cheap read
                 # of the fleet's learned record shows whether a pause it told still lasts.
                 self.learner.remember(keys, (yield fx.Peek(keys[0])))
-                if not self.learner.paused(keys):
+                end = self.learner.pause_end(keys)
+                # Once behind a pause is enough: that process stored the pause in the
+                # bucket before announcing it, so the new slot is after it. Checking again
+                # would only measure the other host's wall clock against ours, and a skew
+                # would keep this request queueing (and taking slots) for its length.
+                if end is None or end == queued_behind:
                     return
+                queued_behind = end
             # A 429 paused these keys while we slept: our slot was handed out before the
             # pause, so going now would only draw another 429. Queue again, behind it.
 
@@ -245,18 +267,28 @@ class Engine:
         if not final:
             hint = server_wait(response.headers.multi_items(), now=self._wall_clock(), reset_format=reset_format)
             wait = None if hint is None else hint.wait
-        if self.learner.enabled:
-            yield from self._learn(request, response, keys, reset_format, wait if status == 429 else None)
+        told = wait if status == 429 and wait is not None and 0 < wait <= self.policy.max_server_wait else 0.0
+        # What the response teaches changes the pacing of the pause below: learn it first.
+        change = self._consider(response, keys, reset_format, told) if self._learning else None
+        if told:
+            # Every caller of these keys waits, in every process sharing the backend. Stored
+            # before the learned record announces it to processes already waiting (see
+            # _wait_for_slot), so that those who queue again land behind it.
+            yield fx.Pause(keys, self.learner.buckets(keys), told)
+            with self._budget_lock:
+                self._pauses[keys] = self._pauses.get(keys, 0) + 1
+        if change is not None:
+            yield fx.Learn(keys[0], change.learned.encode(), change.ttl)
+            if change.message is not None:
+                self.monitor.rate_changed(
+                    Event("rate_changed", change.message, describe(request), reason=change.learned.reason),
+                    change.rate,
+                )
         if final:
             return Outcome("ok", tally, response)
         yield fx.Close(response)
         if status == 429:
             tally.record("throttled")
-            if wait is not None and 0 < wait <= self.policy.max_server_wait:
-                # Every caller of these keys waits, in every process sharing the backend.
-                yield fx.Pause(keys, self.learner.buckets(keys), wait)
-                with self._budget_lock:
-                    self._pauses[keys] = self._pauses.get(keys, 0) + 1
             return Outcome("throttled", tally, response, wait, retry=True, reason="429")
         tally.record("server_error")
         reason = f"{status} {response.reason_phrase}".strip()
@@ -264,34 +296,20 @@ class Engine:
             return Outcome("server_error", tally, response, wait, reason=f"{reason}; retry budget exhausted")
         return Outcome("server_error", tally, response, wait, retry=True, reason=reason)
 
-    def _learn(
-        self,
-        request: httpx.Request,
-        response: httpx.Response,
-        keys: tuple[str, ...],
-        reset_format: ResetFormat,
-        pause: float | None,
-    ) -> Steps[None]:
+    def _consider(
+        self, response: httpx.Response, keys: tuple[str, ...], reset_format: ResetFormat, told: float
+    ) -> Change | None:
+        """What the response teaches about the server's limit (``told``: the pause it set)."""
         # Every response, not only 429s, says what the server allows: the whole fleet
-        # sharing the key learns it through the backend. Most responses carry no rate-limit
-        # field at all: look at the raw names first, before httpx decodes every header.
-        status = response.status_code
-        if status != 429 and not any(
-            name[:1] in b"rRxX" and _RATE_FIELD in name.lower() for name, _ in response.headers.raw
-        ):
-            return
-        told = pause if pause is not None and 0 < pause <= self.policy.max_server_wait else 0.0
+        # sharing the key learns it through the backend.
+        if response.status_code != 429 and not _has_rate_fields(response):
+            return None
         change, ignored = self.learner.consider(
             keys, response.headers.multi_items(), response.status_code, reset_format, told
         )
         if ignored:
             self.monitor.count("ignored_headers", ignored)
-        if change is not None:
-            yield fx.Learn(keys[0], change.learned.encode(), change.ttl)
-        if change is not None and change.message is not None:
-            self.monitor.rate_changed(
-                Event("rate_changed", change.message, describe(request), reason=change.learned.reason), change.rate
-            )
+        return change
 
     def _announce_retry(self, request: httpx.Request, outcome: Outcome, wait: float, progress: _Progress) -> None:
         what = describe(request)
@@ -359,6 +377,17 @@ class Engine:
 
 
 _RATE_FIELD = b"ratelimit"
+
+
+def _has_rate_fields(response: httpx.Response) -> bool:
+    """Whether any header name holds "ratelimit" (RateLimit*, X-RateLimit-*)."""
+    # Most responses have none: look at the raw names, before httpx decodes every header.
+    return any(name[:1] in b"rRxX" and _RATE_FIELD in name.lower() for name, _ in response.headers.raw)
+
+
+def _where(url: httpx.URL) -> tuple[str, int]:
+    """The host and port a request goes to: what the local IP depends on."""
+    return url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
 def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:

@@ -80,11 +80,12 @@ class Learner:
         learned = [value for _, value in list(self._known.values()) if value is not None]
         return min((rate_at(value, now, self.config, self.ceiling) for value in learned), default=self.ceiling)
 
-    def paused(self, keys: tuple[str, ...]) -> bool:
-        """True while a server-told pause known for ``keys`` (from any process) lasts."""
+    def pause_end(self, keys: tuple[str, ...]) -> float | None:
+        """When a server-told pause known for ``keys`` (from any process) ends, on the wall
+        clock, while it lasts; None when there is none."""
         known = self._known.get(keys)
         until = None if known is None or known[1] is None else known[1].paused_until
-        return until is not None and until > self._clock()
+        return until if until is not None and until > self._clock() else None
 
     def remember(self, keys: tuple[str, ...], text: str | None) -> None:
         """Take in what the backend holds for ``keys`` (from a reservation)."""

@@ -87,7 +87,9 @@ class Tally:
                 self.failing_since = self.clock()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Built for every attempt: a plain slotted dataclass (a frozen one pays an
+# object.__setattr__ per field), never mutated once made.
+@dataclasses.dataclass(slots=True)
 class Outcome:
     """What one attempt came to. ``value`` is the response or the transport error."""
 

@@ -202,6 +202,22 @@ def test_a_slot_reserved_before_another_process_429_queues_behind_its_pause(mode
     assert time.sleeps[0] < 5.0  # the first wake was inside the pause
 
 
+def test_a_waker_whose_wall_clock_lags_queues_behind_the_pause_once() -> None:
+    # paused_until is in the teacher's wall clock. A pupil whose clock is 30 s behind still
+    # sees the pause in force after queueing behind it: it must go then, not queue again
+    # (taking a slot each time) until its own clock catches up 30 s later.
+    time = FakeClock(start=0.0)
+    pupil, sent, teach = _pair(time, "full")
+    pupil._shared.engine.learner._clock = lambda: time.now - 30.0
+    with httpx.Client(transport=pupil) as client:
+        client.get(URL, headers=AUTH)
+        time.on_sleep = lambda seconds: teach()
+        client.get(URL, headers=AUTH)
+    assert [(who, status) for who, _, status in sent] == [("pupil", 200), ("teacher", 429), ("pupil", 200)]
+    assert 5.0 <= sent[-1][1] < 7.0  # behind the pause, and no later than the next slots
+    assert len(time.sleeps) == 2  # the wait for the slot, and one wait behind the pause
+
+
 def test_without_learning_the_waking_slot_goes_into_the_pause() -> None:
     # The counterpart: no learned record, no extra read, and the slot goes as reserved.
     time = FakeClock(start=0.0)
