@@ -1,13 +1,19 @@
 """Acquire cost per backend, side by side with pyrate-limiter's SQLite bucket and `limits`' Redis moving window.
 
-    python benchmarks/bench_backends.py [--rounds 9] [--n 1000]
+    python benchmarks/bench_backends.py [--rounds 9] [--n 1000] [--only redis]
 
 pyrate-limiter runs with its defaults (no file lock: its ``use_file_lock=True`` mode
 raises TypeError with the filelock release installed here). Needs the ``bench`` extra
 (pyrate-limiter, limits) and a ``redis-server`` binary: a
 private server is started on a free port, so command counts (INFO commandstats) are
 exact and nothing else shares it. Candidates run interleaved, round by round, so machine
-noise falls on all of them alike; each figure is the median over rounds of µs/acquire.
+noise falls on all of them alike; each figure is the median over rounds of µs/acquire,
+and each ratio the median of the per-round ratios.
+
+Socket timeouts differ by default: ours has 1 s (the fallback needs it to notice a hung
+server), kept by the kernel on the sync client; `limits` has none. So the Redis
+candidates come in pairs with the same setting: both without a timeout, both with 1 s,
+and both with 1 s kept by Python (redis-py's usual way, which polls before each call).
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--n", type=int, default=1000, help="acquires per round and candidate")
+    parser.add_argument("--only", choices=["redis"], help="run only these candidates (and skip the stall test)")
     options = parser.parse_args()
     n = options.n
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,14 +148,16 @@ def main() -> None:
             ours_sqlite = SQLiteBackend(pathlib.Path(tmp) / "ours.sqlite3", namespace="bench")
             memory = MemoryBackend()
             ours_redis = RedisBackend(url, namespace="bench")
-            # limits' client has no socket timeout; ours has 1 s by default (the fallback
-            # needs it to notice a hung server), which costs a poll() per send and receive.
             ours_redis_plain = RedisBackend(url, namespace="bench", socket_timeout=None)
+            # Any connection_class keeps redis-py's Python-level timeout (a poll() per call).
+            ours_redis_python_timeout = RedisBackend(url, namespace="bench", connection_class=redis.Connection)
             rates = [pyrate_limiter.Rate(1_000_000, pyrate_limiter.Duration.HOUR)]
             pyrate_bucket = pyrate_limiter.SQLiteBucket.init_from_file(rates, db_path=f"{tmp}/pyrate.sqlite3")
             pyrate = pyrate_limiter.Limiter(pyrate_bucket)
             limits_storage = limits.storage.RedisStorage(url)
             moving = limits.strategies.MovingWindowRateLimiter(limits_storage)
+            limits_storage_timeout = limits.storage.RedisStorage(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            moving_timeout = limits.strategies.MovingWindowRateLimiter(limits_storage_timeout)
             item = limits.parse("1000000/hour")
 
             async def ours_redis_async(count: int) -> None:
@@ -175,27 +184,47 @@ def main() -> None:
                 "ours redis (sync, no socket timeout)": repeat(
                     lambda: ours_redis_plain.reserve(KEYS, [BUCKET], max_wait=None)
                 ),
+                "ours redis (sync, Python socket timeout)": repeat(
+                    lambda: ours_redis_python_timeout.reserve(KEYS, [BUCKET], max_wait=None)
+                ),
                 "ours redis (asyncio)": lambda count: anyio.run(ours_redis_async, count),
                 "limits redis moving window": repeat(lambda: moving.hit(item, "bench", "key")),
+                "limits redis moving window (1 s socket timeout)": repeat(
+                    lambda: moving_timeout.hit(item, "bench", "key")
+                ),
             }
+            if options.only == "redis":
+                candidates = {name: run for name, run in candidates.items() if "redis" in name}
             for run in candidates.values():
                 run(50)  # warm up: connections, scripts, tables
             samples: dict[str, list[float]] = {name: [] for name in candidates}
-            for _ in range(options.rounds):
-                for name, run in candidates.items():
-                    samples[name].append(per_acquire(run, n))
+            names = list(candidates)
+            for round_ in range(options.rounds):
+                # Each round starts one candidate further on, so none always runs first.
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    samples[name].append(per_acquire(candidates[name], n))
             medians = {name: statistics.median(values) for name, values in samples.items()}
 
             print(f"rounds={options.rounds} n={n} (median µs per acquire; lower is better)")
             for name, value in medians.items():
-                print(f"  {name:42s} {value:9.1f}")
-            print("ratios (ours / theirs):")
-            for ours, theirs in [
-                ("ours sqlite (sync)", "pyrate-limiter SQLiteBucket"),
-                ("ours redis (sync)", "limits redis moving window"),
-                ("ours redis (sync, no socket timeout)", "limits redis moving window"),
-            ]:
-                print(f"  {ours} / {theirs}: {medians[ours] / medians[theirs]:.2f}")
+                print(f"  {name:48s} {value:9.1f}")
+            print("ratios (ours / theirs; median of per-round ratios):")
+            pairs = [
+                ("ours sqlite (sync)", "pyrate-limiter SQLiteBucket", "defaults"),
+                ("ours redis (sync)", "limits redis moving window", "defaults: ours 1 s timeout, limits none"),
+                ("ours redis (sync, no socket timeout)", "limits redis moving window", "both no timeout"),
+                ("ours redis (sync)", "limits redis moving window (1 s socket timeout)", "both 1 s timeout"),
+                (
+                    "ours redis (sync, Python socket timeout)",
+                    "limits redis moving window (1 s socket timeout)",
+                    "both 1 s timeout, kept by Python",
+                ),
+            ]
+            for ours, theirs, note in pairs:
+                if ours in samples and theirs in samples:
+                    ratio = statistics.median(a / b for a, b in zip(samples[ours], samples[theirs], strict=True))
+                    print(f"  {ours} / {theirs}: {ratio:.2f} ({note})")
             ours_cmds, ours_detail, ours_us = commands_per_acquire(url, candidates["ours redis (sync)"], 2000)
             limits_cmds, limits_detail, limits_us = commands_per_acquire(
                 url, candidates["limits redis moving window"], 2000
@@ -204,14 +233,17 @@ def main() -> None:
                 f"redis commands per acquire: ours {ours_cmds:g} {ours_detail}; limits {limits_cmds:g} {limits_detail}"
             )
             print(f"redis server µs per EVALSHA (INFO commandstats): ours {ours_us:.2f}; limits {limits_us:.2f}")
+            ours_sqlite.close()
+            ours_redis.close()
+            ours_redis_plain.close()
+            ours_redis_python_timeout.close()
+            if options.only == "redis":
+                return
             stall_path = pathlib.Path(tmp) / "stall.sqlite3"
             stall_backend = SQLiteBackend(stall_path, namespace="bench")
             inline = loop_stall(stall_backend, stall_path, via_thread=False, n=200)
             threaded = loop_stall(stall_backend, stall_path, via_thread=True, n=200)
             print(f"event-loop stall, sqlite under write contention: inline {inline:.1f} ms, thread {threaded:.1f} ms")
-            ours_sqlite.close()
-            ours_redis.close()
-            ours_redis_plain.close()
             stall_backend.close()
         finally:
             process.terminate()

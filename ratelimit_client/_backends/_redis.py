@@ -11,8 +11,12 @@ keys always sit on one node. Each key's TTL ends when its state stops mattering.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import math
+import socket
+import struct
+import sys
 import typing
 import urllib.parse
 import weakref
@@ -221,6 +225,64 @@ def _reserve_layout(
     return [*(prefix + k for k in keys), learned_prefix + keys[0]], _bucket_args(buckets)
 
 
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for ``SO_RCVTIMEO``/``SO_SNDTIMEO``: rounded up to whole
+    microseconds and at least one, since the kernel reads zero as "no timeout"."""
+    usec = max(1, math.ceil(seconds * 1_000_000))
+    return struct.pack("ll", usec // 1_000_000, usec % 1_000_000)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether redis-py's error came from a kernel socket timeout (EAGAIN on a blocking socket)."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, OSError) and cause.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+@functools.cache
+def _kernel_timeout_connection() -> type[redis.Connection]:
+    """A TCP connection whose timeout the kernel keeps (``SO_RCVTIMEO``, ``SO_SNDTIMEO``)
+    on a blocking socket, so CPython sends and receives without the ``poll()`` it runs
+    before each call on a socket with a Python timeout.
+
+    A call the kernel times out fails with ``EAGAIN``, which redis-py reports as a
+    :class:`redis.ConnectionError`; it is raised as :class:`redis.TimeoutError`, as a
+    Python timeout would be. redis-py drops the connection either way, so a late reply
+    is never read by the next call. The timeout bounds each send and receive, not a
+    whole ``sendall``; our commands are far smaller than a socket's send buffer.
+    """
+    import redis  # noqa: PLC0415 - an optional extra
+
+    class KernelTimeoutConnection(redis.Connection):
+        def __init__(self, *, kernel_timeout: float, **kwargs: typing.Any) -> None:
+            self._timeval = _timeval(kernel_timeout)
+            super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves these untyped
+
+        def _connect(self) -> socket.socket:
+            # Blocking: this class runs with socket_timeout=None.
+            sock: socket.socket = super()._connect()  # type: ignore[no-untyped-call]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+            return sock
+
+        def send_packed_command(self, command: typing.Any, check_health: bool = True) -> None:
+            try:
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+            except redis.ConnectionError as exc:
+                if _timed_out(exc):
+                    raise redis.TimeoutError("Timeout writing to socket") from exc
+                raise
+
+        def read_response(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            try:
+                return super().read_response(*args, **kwargs)
+            except redis.ConnectionError as exc:
+                if _timed_out(exc):
+                    raise redis.TimeoutError("Timeout reading from socket") from exc
+                raise
+
+    return KernelTimeoutConnection
+
+
 def _redacted(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password is None and parts.username is None:
@@ -240,7 +302,9 @@ class RedisBackend:
     a worker thread on trio (redis-py has no trio client). Errors (unreachable, timeout,
     refused) raise :class:`BackendError`; wrap in :class:`FallbackBackend` to keep going.
     ``socket_timeout`` (seconds, also for connecting) bounds how long a hung server can
-    hold a request before that happens; other keywords go to :meth:`redis.Redis.from_url`.
+    hold a request before that happens (on Linux the kernel keeps it for the sync client
+    of a ``redis://`` URL, which spares a ``poll()`` per call); other keywords go to
+    :meth:`redis.Redis.from_url`.
     """
 
     def __init__(
@@ -260,10 +324,26 @@ class RedisBackend:
         self.namespace = namespace
         self._url = url
         self._options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **client_options}
+        sync_options = self._options
+        # Plain TCP on Linux, with no connection settings of the caller's: the kernel keeps
+        # the sync client's timeout (see _kernel_timeout_connection). TLS, Unix sockets and
+        # the asyncio client keep Python's.
+        if (
+            socket_timeout is not None
+            and sys.platform == "linux"
+            and urllib.parse.urlsplit(url).scheme == "redis"
+            and not {"connection_class", "connection_pool"} & client_options.keys()
+        ):
+            sync_options = {
+                **self._options,
+                "socket_timeout": None,
+                "connection_class": _kernel_timeout_connection(),
+                "kernel_timeout": socket_timeout,
+            }
         self._prefix = f"{{{namespace}}}:v1:"
         self._learned_prefix = f"{{{namespace}}}:learned:v1:"
         try:
-            self._client: redis.Redis = redis.Redis.from_url(url, **self._options)
+            self._client: redis.Redis = redis.Redis.from_url(url, **sync_options)
         except (ValueError, TypeError) as exc:
             raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}

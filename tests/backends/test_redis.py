@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+import socket
+import struct
+import sys
 import threading
 import time
 import typing
@@ -11,10 +15,13 @@ import httpx
 import pytest
 import redis
 import redis.connection
+from hypothesis import given
+from hypothesis import strategies as st
 
 from backends._harness import PrivateRedis
 from ratelimit_client import BackendError, ConfigError, Event, FallbackBackend, RateLimitTransport, RedisBackend
 from ratelimit_client._backends import backend_from_url, check_url
+from ratelimit_client._backends._redis import _kernel_timeout_connection, _timeval
 from ratelimit_client._gcra import Bucket
 
 pytestmark = pytest.mark.redis
@@ -110,6 +117,77 @@ def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> 
     # Each lives exactly as long as its state matters: a's tat is 10 s ahead, b's 60 s, c's 30 s.
     assert ttls == [pytest.approx(10_000, abs=200), pytest.approx(60_000, abs=200), pytest.approx(30_000, abs=200)]
     backend.close()
+
+
+def _socket_of(backend: RedisBackend) -> socket.socket:
+    backend.reserve(["k"], [BUCKET], max_wait=None)
+    connection = backend.client.connection_pool.get_connection()
+    backend.client.connection_pool.release(connection)
+    return typing.cast("socket.socket", connection._sock)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel keeps the timeout on Linux only")
+def test_the_kernel_keeps_the_sync_clients_timeout(private_redis: PrivateRedis) -> None:
+    """No Python timeout (CPython would poll() before each call): SO_RCVTIMEO/SO_SNDTIMEO
+    hold it instead. A caller's connection class, or no timeout, is left as it is."""
+    kernel = RedisBackend(private_redis.url, namespace="timeouts", socket_timeout=0.25)
+    sock = _socket_of(kernel)
+    assert sock.gettimeout() is None
+    size = len(_timeval(0.25))
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        whole, micros = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, size))
+        assert whole + micros / 1e6 == pytest.approx(0.25, abs=0.01)  # the kernel rounds to its tick
+    python = RedisBackend(private_redis.url, namespace="timeouts", connection_class=redis.Connection)
+    assert _socket_of(python).gettimeout() == 1.0
+    none = RedisBackend(private_redis.url, namespace="timeouts", socket_timeout=None)
+    assert _socket_of(none).gettimeout() is None
+    assert _socket_of(none).getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, size) == bytes(size)
+    for backend in (kernel, python, none):
+        backend.close()
+
+
+@given(st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
+def test_a_timeval_is_never_shorter_than_asked_nor_zero(seconds: float) -> None:
+    whole, micros = struct.unpack("ll", _timeval(seconds))
+    assert 0 <= micros < 1_000_000
+    total = whole * 1_000_000 + micros
+    assert total >= max(1, seconds * 1_000_000 - 1e-3)  # up to float rounding of the product
+    assert total <= max(1, seconds * 1_000_000 + 1)
+
+
+def test_a_kernel_timeout_on_send_is_a_timeout_error() -> None:
+    """A server that answers the handshake, then stops reading: the send times out in the
+    kernel (EAGAIN), and redis-py's ConnectionError for it becomes a TimeoutError."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        server, _ = listener.accept()
+        accepted.append(server)
+        server.recv(65536)  # HELLO
+        server.sendall(b"%1\r\n+proto\r\n:3\r\n")
+
+    # The handshake is HELLO alone: no CLIENT SETINFO (redis-py 8 spells it driver_info).
+    quiet = (
+        {"driver_info": None}
+        if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+        else {"lib_name": None, "lib_version": None}
+    )
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    connection: typing.Any = _kernel_timeout_connection()(  # redis-py's methods are untyped
+        kernel_timeout=0.05, host="127.0.0.1", port=listener.getsockname()[1], socket_timeout=None, protocol=3, **quiet
+    )
+    try:
+        connection.connect()
+        thread.join()
+        with pytest.raises(redis.TimeoutError, match="writing"):
+            connection.send_packed_command([b"x" * 50_000_000])  # far more than the socket buffers hold
+    finally:
+        connection.disconnect()
+        for sock in (*accepted, listener):
+            sock.close()
 
 
 def test_a_time_far_ahead_is_forgotten(private_redis: PrivateRedis) -> None:
