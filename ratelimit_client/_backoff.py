@@ -39,8 +39,9 @@ class RetryBudget:
     _floor: float = dataclasses.field(default=0.0, init=False)
     _floor_at: float | None = dataclasses.field(default=None, init=False)
 
-    def deposit(self) -> None:
-        self._balance = min(self._balance + self.ratio, 1000.0)
+    def deposit(self, requests: int = 1) -> None:
+        """Pay in for ``requests`` requests."""
+        self._balance = min(self._balance + self.ratio * requests, 1000.0)
 
     def withdraw(self, now: float) -> bool:
         """Take one retry if the budget has one; ``now`` is a monotonic time."""

@@ -102,6 +102,9 @@ class Engine:
         self._budget = RetryBudget(ratio=policy.retry_budget_ratio)
         self._budget_lock = threading.Lock()
         self._local_ips: dict[tuple[str, int], str] = {}
+        # (Authorization header, host, port, scheme) -> storage keys: see _known_keys.
+        self._identities: dict[tuple[str | None, str, int | None, str], tuple[str, ...]] = {}
+        self._deposited = 0  # requests already paid into the retry budget
         self._reset_formats = dict(reset_formats or {})
         buckets = limiter.buckets
         self.learner = Learner(
@@ -118,8 +121,6 @@ class Engine:
     def send(self, request: httpx.Request) -> Steps[httpx.Response]:
         """Deliver ``request`` within the limits and the retry policy."""
         self.monitor.count("requests")
-        with self._budget_lock:
-            self._budget.deposit()
         replay = replay_for(request)
         if replay is None:
             spool = yield fx.SpoolBody(request.stream, self._spool_threshold)
@@ -138,18 +139,29 @@ class Engine:
 
     def _known_keys(self, request: httpx.Request) -> tuple[str, ...] | None:
         """The request's storage keys, or None while the local IP towards its host is unknown."""
-        ip = self._ip or self._local_ips.get(_where(request.url))
-        return None if ip is None else self.limiter.keys_for(ip, self._api_key_of(request))
+        # Cached by what they are derived from, as it comes: one look-up per request
+        # instead of parsing the Authorization header and hashing its key each time.
+        url = request.url
+        auth = None if self._api_key else _raw_header(request.headers, b"authorization")
+        identity = (auth, url.host, url.port, url.scheme)
+        keys = self._identities.get(identity)
+        if keys is None:
+            ip = self._ip or self._local_ips.get(_where(url))
+            if ip is None:
+                return None
+            if len(self._identities) >= 4096:
+                self._identities.clear()
+            keys = self._identities[identity] = self.limiter.keys_for(ip, self._api_key_of(request))
+        return keys
 
     def _keys(self, request: httpx.Request) -> Steps[tuple[str, ...]]:
         """The request's storage keys, after finding the local IP towards its host."""
         where = _where(request.url)
         ip = yield fx.LocalIP(*where)
         if ip is None:
-            ip = "unknown"  # not cached: the next request asks again
-        else:
-            self._local_ips[where] = ip
-        return self.limiter.keys_for(ip, self._api_key_of(request))
+            return self.limiter.keys_for("unknown", self._api_key_of(request))  # the next request asks again
+        self._local_ips[where] = ip
+        return typing.cast("tuple[str, ...]", self._known_keys(request))
 
     def _api_key_of(self, request: httpx.Request) -> str | None:
         return self._api_key or api_key_from_authorization(_raw_header(request.headers, b"authorization"))
@@ -181,7 +193,10 @@ class Engine:
     def _attempt(
         self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress
     ) -> Steps[Outcome]:
-        yield from self._wait_for_slot(keys, progress)
+        pauses = self._pauses.get(keys, 0)
+        reservation: Reservation = yield self._reserve(keys)
+        if self._slot_wait(keys, reservation) > 0:
+            yield from self._wait_for_slot(keys, progress, reservation, pauses)
         progress.attempts += 1
         self.monitor.count("attempts")
         if progress.attempts > 1:
@@ -198,19 +213,27 @@ class Engine:
             return Outcome("ok", progress.tally, response)
         return (yield from self._classify_response(request, response, keys, progress.tally))
 
-    def _wait_for_slot(self, keys: tuple[str, ...], progress: _Progress) -> Steps[None]:
-        learning = self._learning
+    def _reserve(self, keys: tuple[str, ...]) -> fx.Reserve:
+        buckets = self.learner.buckets(keys) if self._learning else self.limiter.buckets
+        return fx.Reserve(keys, buckets, self._max_wait)
+
+    def _slot_wait(self, keys: tuple[str, ...], reservation: Reservation) -> float:
+        """Seconds until the reserved slot; takes in the learned record it came with."""
+        if self._learning:
+            self.learner.remember(keys, reservation.learned)
+        if not reservation.granted:
+            raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
+        return reservation.wait
+
+    def _wait_for_slot(
+        self, keys: tuple[str, ...], progress: _Progress, reservation: Reservation, pauses: int
+    ) -> Steps[None]:
+        """Sleep until ``reservation``'s slot; queue again if a pause was told meanwhile.
+
+        ``pauses`` is how many pauses this engine had applied to ``keys`` when it was taken.
+        """
         queued_behind: float | None = None  # the end of the fleet's pause we queued behind
         while True:
-            pauses = self._pauses.get(keys, 0)
-            buckets = self.learner.buckets(keys) if learning else self.limiter.buckets
-            reservation: Reservation = yield fx.Reserve(keys, buckets, self._max_wait)
-            if learning:
-                self.learner.remember(keys, reservation.learned)
-            if not reservation.granted:
-                raise MaxWaitExceeded(reservation.wait, typing.cast("float", self._max_wait))
-            if reservation.wait <= 0:
-                return
             self.monitor.waited(reservation.wait)
             self.monitor.count("waiting")
             try:
@@ -223,7 +246,7 @@ class Engine:
                 self.monitor.count("waiting", -1)
             progress.slot_wait += reservation.wait
             if self._pauses.get(keys, 0) == pauses:
-                if not learning:
+                if not self._learning:
                     return
                 # Another process's 429 is invisible to the count above: one cheap read
                 # of the fleet's learned record shows whether a pause it told still lasts.
@@ -238,12 +261,21 @@ class Engine:
                 queued_behind = end
             # A 429 paused these keys while we slept: our slot was handed out before the
             # pause, so going now would only draw another 429. Queue again, behind it.
+            pauses = self._pauses.get(keys, 0)
+            reservation = yield self._reserve(keys)
+            if self._slot_wait(keys, reservation) <= 0:
+                return
 
     def _may_replay(self, request: httpx.Request) -> bool:
         return request.method in _IDEMPOTENT or "idempotency-key" in request.headers or self.policy.retry_unsafe
 
     def _budget_allows(self) -> bool:
+        # Each request pays into the budget; paid here, all at once, rather than under a
+        # lock on every request (deposits only add, up to a cap: the sum is the same).
+        requests = self.monitor.count("requests", 0)
         with self._budget_lock:
+            self._budget.deposit(requests - self._deposited)
+            self._deposited = requests
             return self._budget.withdraw(self._clock())
 
     def _classify_error(self, request: httpx.Request, exc: httpx.TransportError, tally: Tally) -> Outcome:

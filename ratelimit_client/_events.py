@@ -179,9 +179,11 @@ class Monitor:
             self._learned_rate = rate
         self.emit(event, logging.INFO)
 
-    def count(self, name: str, delta: int = 1) -> None:
+    def count(self, name: str, delta: int = 1) -> int:
+        """Add ``delta`` to a counter; its new value."""
         with self._lock:
-            self._counts[name] += delta
+            value = self._counts[name] = self._counts[name] + delta
+        return value
 
     def waited(self, seconds: float) -> None:
         with self._lock:

@@ -112,6 +112,18 @@ def test_budget_balance_is_capped() -> None:
     assert sum(budget.withdraw(0.0) for _ in range(5000)) == 1000
 
 
+@given(counts=st.lists(st.integers(min_value=0, max_value=3000), max_size=8), ratio=st.floats(0.0, 1.0))
+def test_budget_deposits_paid_at_once_count_as_paid_one_by_one(counts: list[int], ratio: float) -> None:
+    at_once = RetryBudget(ratio=ratio, min_per_second=0.0)
+    one_by_one = RetryBudget(ratio=ratio, min_per_second=0.0)
+    for count in counts:
+        at_once.deposit(count)
+        for _ in range(count):
+            one_by_one.deposit()
+        assert at_once._balance == pytest.approx(one_by_one._balance, abs=1e-6)
+        assert at_once.withdraw(0.0) == one_by_one.withdraw(0.0)
+
+
 def test_budget_clock_going_back_mints_nothing() -> None:
     budget = RetryBudget(ratio=0.0, min_per_second=1.0)
     while budget.withdraw(100.0):

@@ -269,6 +269,29 @@ async def test_throttling_and_failures_have_separate_budgets(mode: str) -> None:
     assert (response.status_code, _stats(response).attempts) == (200, 7)
 
 
+async def test_the_retry_budget_lets_a_failing_host_be_retried_by_a_share_of_requests_sent(mode: str) -> None:
+    # Its floor saves up to 100 retries (10 a second); every request sent adds a share.
+    failing = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503 if failing else 200)
+
+    retry = RetryPolicy(
+        failure_attempts=1000, failure_timeout=10_000, backoff_base=0.001, backoff_max=0.001, retry_budget_ratio=0.5
+    )
+    harness = Harness(mode, handler, retry=retry)
+    for _ in range(40):
+        await harness.request()
+    failing = True
+    started = time.monotonic()
+    with pytest.raises(ServerError) as caught:
+        await harness.request()
+    elapsed = time.monotonic() - started  # the floor refills on the real clock meanwhile
+    retries = caught.value.attempts - 1
+    assert 100 + 20 <= retries <= 100 + 20 + 10 * elapsed + 1  # 41 requests x 0.5 = 20 whole retries
+    assert "retry budget exhausted" in str(caught.value)
+
+
 async def test_a_server_wait_above_the_maximum_raises_at_once_without_sleeping(mode: str) -> None:
     router = respx.Router()
     route = router.get(URL).mock(return_value=httpx.Response(429, headers={"Retry-After": "3600"}))
