@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import inspect
 import math
 import socket
 import struct
@@ -347,6 +348,13 @@ class RedisBackend:
         except (ValueError, TypeError) as exc:
             raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
+        # Scripts go straight to a pooled connection (see _evalsha) unless the client holds
+        # one connection of its own, or its pool predates get_connection() without arguments
+        # (redis-py < 5.3).
+        command_name = inspect.signature(self._client.connection_pool.get_connection).parameters.get("command_name")
+        self._direct = self._client.connection is None and (
+            command_name is None or command_name.default is not inspect.Parameter.empty
+        )
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, redis.commands.core.AsyncScript]]
         ] = weakref.WeakKeyDictionary()
@@ -425,9 +433,41 @@ class RedisBackend:
 
     def _run(self, call: Call) -> typing.Any:
         try:
+            script = self._scripts.get(call[0]) if self._direct else None
+            if script is not None:
+                return self._evalsha(script, call[1], call[2])
             return self._send(self._client, self._scripts, call)
         except Exception as exc:
             raise self._error(exc) from exc
+
+    def _evalsha(self, script: redis.commands.core.Script, keys: list[str], args: list[str]) -> typing.Any:
+        """One EVALSHA on a pooled connection, through redis-py's connection API (as its
+        pipelines use it) rather than :meth:`redis.Redis.execute_command`, whose
+        per-command machinery (observability hooks, HIMPORT dispatch, option plumbing,
+        the Script wrapper) cost more Python per acquire than the round trip's own. Same
+        pool, retry policy and disconnect on error; a NOSCRIPT goes to redis-py's Script,
+        which loads the script and runs it again."""
+        import redis  # noqa: PLC0415 - an optional extra
+
+        pool = self._client.connection_pool
+        conn: typing.Any = pool.get_connection()  # Any: redis-py's connection methods are untyped
+
+        def round_trip() -> typing.Any:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+
+        try:
+            try:
+                return conn.retry.call_with_retry(round_trip, lambda _: conn.disconnect())
+            except redis.exceptions.NoScriptError:
+                pass
+        finally:
+            # As execute_command does: a connection a maintenance notice marked is dropped.
+            should_reconnect = getattr(conn, "should_reconnect", None)
+            if should_reconnect is not None and should_reconnect():
+                conn.disconnect()
+            pool.release(conn)
+        return script(keys=keys, args=args)
 
     async def _arun(self, call: Call) -> typing.Any:
         if sniffio.current_async_library() != "asyncio":

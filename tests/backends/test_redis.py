@@ -107,6 +107,24 @@ def test_a_flushed_script_is_loaded_again(private_redis: PrivateRedis) -> None:
     backend.close()
 
 
+def test_a_killed_connection_is_replaced_and_a_single_connection_client_works(private_redis: PrivateRedis) -> None:
+    """Scripts go straight to a pooled connection: one the server dropped is replaced, as
+    with redis-py's own path. A client holding one connection keeps redis-py's path."""
+    admin = redis.Redis.from_url(private_redis.url)
+    pooled = RedisBackend(private_redis.url, namespace="killed")
+    single = RedisBackend(private_redis.url, namespace="single", single_connection_client=True)
+    for backend in (pooled, single):
+        assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == 0.0
+        again = backend.reserve(["k"], [BUCKET], max_wait=None)
+        assert again.wait == pytest.approx(10.0, abs=0.1)
+        backend.cancel(again)
+    admin.client_kill_filter(_type="normal", skipme=True)
+    assert pooled.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(10.0, abs=0.1)
+    for backend in (pooled, single):
+        backend.close()
+    admin.close()
+
+
 def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> None:
     backend = RedisBackend(private_redis.url, namespace="layout")
     backend.reserve(["a", "b"], [BUCKET, Bucket(60.0, 2)], max_wait=None)
