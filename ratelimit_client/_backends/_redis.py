@@ -104,10 +104,38 @@ _PRELUDE = _NOW + _CODEC + "local function load(key) return parse(redis.call('GE
 _CODEC_ON_DEMAND = "local function codec()\n" + _CODEC + "return parse, live, store\nend\n"
 _RESERVE = """
 local max_wait, horizon, n = tonumber(ARGV[1]), tonumber(ARGV[2]), #KEYS - 1
+local first = redis.call('GET', KEYS[1])
+if n == 1 and not (first and string.find(first, ' ', 1, true)) then
+  -- One key holding a tat and no holes, or nothing: the loop below for n = 1, with no
+  -- tables and the reply made in one concatenation (~1 µs less per acquire).
+  local tat = nil
+  if first then
+    tat = tonumber(first)
+    if tat ~= tat or (tat and tat - now > horizon) then tat = nil end
+  end
+  local interval = tonumber(ARGV[3])
+  local from = now
+  if tat then from = math.max(tat, now) end
+  local slot = math.max(now, from + interval - tonumber(ARGV[4]))
+  local wait = slot - now
+  if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
+  local before, before_text = tat, first
+  if not tat then before, before_text = now, string.format('%.17g', now) end
+  local written = math.max(before, slot) + interval
+  local written_text = string.format('%.17g', written)
+  local ttl = math.ceil((written - now) * 1000) + 1
+  if ttl <= 1 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], written_text, 'PX', ttl) end
+  local head = '1 0 '
+  if wait ~= 0 then head = '1 ' .. tostring(wait) .. ' ' end
+  local learned = redis.call('GET', KEYS[2])
+  if learned then return head .. written_text .. ' ' .. before_text .. ' =' .. learned end
+  return head .. written_text .. ' ' .. before_text
+end
 -- Per key: the value as stored, its tat (nil: none, or not fresh) and the tat's text.
 local values, tats, texts, slot = {}, {}, {}, now
 for i = 1, n do
-  local v = redis.call('GET', KEYS[i])
+  local v = first
+  if i > 1 then v = redis.call('GET', KEYS[i]) end
   local text, tat = v, nil
   if v then
     if string.find(v, ' ', 1, true) then text = string.match(v, '%S+') end
