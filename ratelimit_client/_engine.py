@@ -413,8 +413,12 @@ _RATE_FIELD = b"ratelimit"
 
 def _has_rate_fields(response: httpx.Response) -> bool:
     """Whether any header name holds "ratelimit" (RateLimit*, X-RateLimit-*)."""
-    # Most responses have none: look at the raw names, before httpx decodes every header.
-    return any(name[:1] in b"rRxX" and _RATE_FIELD in name.lower() for name, _ in response.headers.raw)
+    # Most responses have none: look at the raw names, before httpx decodes every header
+    # (a loop rather than any() over a generator: this runs on every response).
+    for name, _ in response.headers.raw:  # noqa: SIM110 - see above
+        if name[:1] in b"rRxX" and _RATE_FIELD in name.lower():
+            return True
+    return False
 
 
 def _where(url: httpx.URL) -> tuple[str, int]:

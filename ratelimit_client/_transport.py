@@ -18,7 +18,7 @@ from ._adaptive import AdaptiveMode
 from ._backends import Backend, backend_from_url
 from ._body import DEFAULT_SPOOL_THRESHOLD
 from ._config import Settings, load_settings
-from ._effects import AsyncIO, Effect, SyncIO
+from ._effects import AsyncIO, SyncIO
 from ._engine import Engine
 from ._events import Event, Monitor, Status, TransportStatistics, install_log_filter
 from ._exceptions import ConfigError
@@ -155,10 +155,7 @@ class RateLimitTransport(_Common, httpx.BaseTransport):
         self._io = SyncIO(transport or httpx.HTTPTransport(), self._shared.backend)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return _run_blocking(_drive(self._shared.engine.send(request), self._perform))
-
-    async def _perform(self, effect: Effect) -> object:
-        return effect.run(self._io)
+        return _run_blocking(_drive(self._shared.engine.send(request), self._io))
 
     def close(self) -> None:
         self._io.transport.close()
@@ -181,10 +178,7 @@ class AsyncRateLimitTransport(_Common, httpx.AsyncBaseTransport):
         self._io = AsyncIO(transport or httpx.AsyncHTTPTransport(), self._shared.backend)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await _drive(self._shared.engine.send(request), self._perform)
-
-    async def _perform(self, effect: Effect) -> object:
-        return await effect.arun(self._io)
+        return await _drive(self._shared.engine.send(request), self._io)
 
     async def aclose(self) -> None:
         await self._io.transport.aclose()
@@ -195,9 +189,14 @@ class AsyncRateLimitTransport(_Common, httpx.AsyncBaseTransport):
 T = typing.TypeVar("T")
 
 
-async def _drive(steps: Steps[T], perform: typing.Callable[[Effect], typing.Awaitable[object]]) -> T:
-    """Perform the engine's effects until it returns; errors (cancellation too) go back
-    into the engine so it can clean up, and come out again when it re-raises them."""
+async def _drive(steps: Steps[T], io: SyncIO | AsyncIO) -> T:
+    """Perform the engine's effects until it returns: blocking with a :class:`SyncIO`,
+    awaiting with an :class:`AsyncIO`. Errors (cancellation too) go back into the engine
+    so it can clean up, and come out again when it re-raises them."""
+    # One branch per effect rather than a perform() coroutine per effect: two fewer
+    # frames on every request.
+    sync_io = io if isinstance(io, SyncIO) else None
+    async_io = typing.cast("AsyncIO", io)
     value: object = None
     error: BaseException | None = None
     while True:
@@ -206,7 +205,8 @@ async def _drive(steps: Steps[T], perform: typing.Callable[[Effect], typing.Awai
         except StopIteration as done:
             return typing.cast("T", done.value)
         try:
-            value, error = await perform(effect), None
+            value = effect.run(sync_io) if sync_io is not None else await effect.arun(async_io)
+            error = None
         except BaseException as exc:  # noqa: BLE001 - handed to the engine, which re-raises
             value, error = None, exc
 
