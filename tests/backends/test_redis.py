@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from backends._harness import PrivateRedis
 from ratelimit_client import BackendError, ConfigError, Event, FallbackBackend, RateLimitTransport, RedisBackend
 from ratelimit_client._backends import backend_from_url, check_url
-from ratelimit_client._backends._redis import _kernel_timeout_connection, _timeval
+from ratelimit_client._backends._redis import _PACKED_CACHE_SIZE, _kernel_timeout_connection, _timeval
 from ratelimit_client._gcra import Bucket
 
 pytestmark = pytest.mark.redis
@@ -123,6 +123,19 @@ def test_a_killed_connection_is_replaced_and_a_single_connection_client_works(pr
     for backend in (pooled, single):
         backend.close()
     admin.close()
+
+
+def test_packed_commands_are_reused_within_a_bound(private_redis: PrivateRedis) -> None:
+    backend = RedisBackend(private_redis.url, namespace="packed")
+    first = backend.reserve(["k"], [BUCKET], max_wait=None)
+    assert first.wait == 0.0
+    # 300 distinct commands, each refused (a wait of 10 s is past every max_wait): a call
+    # sent with another call's packed arguments would have been granted.
+    refused = [backend.reserve(["k"], [BUCKET], max_wait=5.0 + i / 1000) for i in range(300)]
+    assert all(not r.granted and r.wait == pytest.approx(10.0, abs=0.5) for r in refused)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(10.0, abs=0.5)
+    assert 0 < len(backend._packed) <= _PACKED_CACHE_SIZE
+    backend.close()
 
 
 def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> None:
