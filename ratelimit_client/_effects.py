@@ -5,7 +5,10 @@ them with ``run`` (sync transport) or ``arun`` (async transport). So the logic e
 once, and only waiting and I/O differ between the two transports.
 
 Effects are built on every request, so they are plain slotted dataclasses (a frozen one
-pays an ``object.__setattr__`` per field), never mutated once made.
+pays an ``object.__setattr__`` per field), never mutated once made. An ``arun`` that only
+delegates returns the awaitable rather than awaiting it: every coroutine frame between
+httpx and the inner transport is passed through again each time the request's I/O
+suspends and resumes.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class Reserve:
     def run(self, io: SyncIO) -> Reservation:
         return io.backend.reserve(self.keys, self.buckets, max_wait=self.max_wait)
 
-    async def arun(self, io: AsyncIO) -> Reservation:
-        return await io.backend.areserve(self.keys, self.buckets, max_wait=self.max_wait)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[Reservation]:
+        return io.backend.areserve(self.keys, self.buckets, max_wait=self.max_wait)
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,8 +80,8 @@ class Pause:
     def run(self, io: SyncIO) -> None:
         io.backend.pause(self.keys, self.buckets, self.seconds)
 
-    async def arun(self, io: AsyncIO) -> None:
-        await io.backend.apause(self.keys, self.buckets, self.seconds)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[None]:
+        return io.backend.apause(self.keys, self.buckets, self.seconds)
 
 
 @dataclasses.dataclass(slots=True)
@@ -90,8 +93,8 @@ class Learn:
     def run(self, io: SyncIO) -> None:
         io.backend.learn(self.key, self.value, self.ttl)
 
-    async def arun(self, io: AsyncIO) -> None:
-        await io.backend.alearn(self.key, self.value, self.ttl)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[None]:
+        return io.backend.alearn(self.key, self.value, self.ttl)
 
 
 @dataclasses.dataclass(slots=True)
@@ -101,8 +104,8 @@ class Peek:
     def run(self, io: SyncIO) -> str | None:
         return io.backend.peek(self.key)
 
-    async def arun(self, io: AsyncIO) -> str | None:
-        return await io.backend.apeek(self.key)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[str | None]:
+        return io.backend.apeek(self.key)
 
 
 @dataclasses.dataclass(slots=True)
@@ -112,8 +115,8 @@ class Sleep:
     def run(self, io: SyncIO) -> None:
         io.sleep(self.seconds)
 
-    async def arun(self, io: AsyncIO) -> None:
-        await io.sleep(self.seconds)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[None]:
+        return io.sleep(self.seconds)
 
 
 @dataclasses.dataclass(slots=True)
@@ -123,8 +126,8 @@ class Send:
     def run(self, io: SyncIO) -> httpx.Response:
         return io.transport.handle_request(self.request)
 
-    async def arun(self, io: AsyncIO) -> httpx.Response:
-        return await io.transport.handle_async_request(self.request)
+    def arun(self, io: AsyncIO) -> typing.Awaitable[httpx.Response]:
+        return io.transport.handle_async_request(self.request)
 
 
 @dataclasses.dataclass(slots=True)
@@ -134,8 +137,8 @@ class Close:
     def run(self, io: SyncIO) -> None:
         self.response.close()
 
-    async def arun(self, io: AsyncIO) -> None:
-        await self.response.aclose()
+    def arun(self, io: AsyncIO) -> typing.Awaitable[None]:
+        return self.response.aclose()
 
 
 @dataclasses.dataclass(slots=True)
