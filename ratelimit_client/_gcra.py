@@ -2,7 +2,9 @@
 
 One key's state is its theoretical arrival time ``tat``: with emission interval ``T``
 and tolerance ``τ = burst·T``, a request at ``now`` is admitted at
-``slot = max(tat, now) + T - τ`` (at once when that is not in the future). Callers
+``slot = max(tat, now) + T - τ`` (at once when that is not in the future), computed as
+``max(tat, now) - lead`` with ``lead = (burst - 1)·T``: one rounding, so a fresh key at
+burst 1 gets exactly ``now`` and not ``now`` plus an ulp (a needless sleep). Callers
 reserve a slot, store the new ``tat`` even when the slot is in the future, and sleep
 until it, so the next caller queues behind them: first come, first served, no polling.
 
@@ -38,6 +40,11 @@ class Bucket:
     @property
     def tolerance(self) -> float:
         return self.burst * self.interval
+
+    @property
+    def lead(self) -> float:
+        """How far a key's tat may run ahead of now with a request still going at once."""
+        return (self.burst - 1) * self.interval
 
 
 # KeyState and Decision are built on every request: plain slotted dataclasses (no
@@ -96,14 +103,14 @@ def reserve(
     holes: tuple[tuple[float, float], ...]
     befores: list[tuple[float, tuple[tuple[float, float], ...]]] = []
     for stored, bucket in zip(states, buckets):  # noqa: B905 - lengths checked above
-        # The steps of _fresh and Bucket.tolerance written out (same arithmetic): this runs
-        # on every request. A stale tat means no state: see _fresh.
+        # The steps of _fresh and Bucket.lead written out (same arithmetic): this runs on
+        # every request. A stale tat means no state: see _fresh.
         if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
             before, holes = now, ()
         else:
             before, holes = stored.tat, stored.holes
         interval = bucket.interval
-        key_slot = (before if before > now else now) + cost * interval - bucket.burst * interval
+        key_slot = (before if before > now else now) + (cost - bucket.burst) * interval
         if key_slot > slot:  # noqa: PLR1730 - a builtin call costs more, on every request
             slot = key_slot
         befores.append((before, holes))
@@ -139,7 +146,7 @@ def pause(state: KeyState | None, bucket: Bucket, until: float, now: float) -> K
     """Let no request of this key go before ``until``, then one each interval."""
     # A tat of until + τ - T makes the next slot exactly ``until``: waiters wake one
     # interval apart instead of all at once when the pause ends.
-    floor = until + bucket.tolerance - bucket.interval
+    floor = until + bucket.lead
     if state is None:
         return KeyState(max(floor, now))
     if state.tat >= floor:

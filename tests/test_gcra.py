@@ -63,6 +63,25 @@ def test_first_request_goes_at_once_then_queue_is_evenly_spaced() -> None:
     assert states == [KeyState(17.5)]
 
 
+INTERVALS = st.floats(1e-3, 1e4)
+NOWS = st.floats(0, 1e10)
+
+
+@given(interval=INTERVALS, burst=st.integers(1, 5), now=NOWS)
+def test_a_fresh_key_goes_at_exactly_now(interval: float, burst: int, now: float) -> None:
+    """Not now plus an ulp: a wait of 1e-14 s still costs a sleep and counts as a wait."""
+    bucket = Bucket(interval, burst)
+    assert reserve([None], [bucket], now).wait == 0.0
+    assert reserve([KeyState(now)], [Bucket(interval)], now + interval).wait == 0.0
+
+
+@given(interval=INTERVALS, now=NOWS, seconds=st.floats(0, 1e4))
+def test_a_pause_ends_at_exactly_its_until(interval: float, now: float, seconds: float) -> None:
+    bucket = Bucket(interval)
+    until = now + seconds
+    assert reserve([pause(None, bucket, until, now)], [bucket], until).wait == 0.0
+
+
 def test_burst_goes_at_once_then_one_per_interval() -> None:
     bucket = Bucket(interval=2.0, burst=3)
     states: list[KeyState | None] = [None]
@@ -439,7 +458,7 @@ def _step(
         before, holes = now, ()
     else:
         before, holes = stored.tat, stored.holes
-    slot = max(max(before, now) + cost * bucket.interval - bucket.tolerance, now, at)
+    slot = max(max(before, now) + (cost - bucket.burst) * bucket.interval, now, at)
     live = tuple(h for h in holes if h[0] > now)
     return slot, KeyState(max(before, slot) + cost * bucket.interval, live), before
 

@@ -62,7 +62,7 @@ class MemoryBackend:
                     before = now
                 bucket = buckets[0]
                 interval = bucket.interval
-                slot = (before if before > now else now) + interval - bucket.burst * interval
+                slot = (before if before > now else now) + (1 - bucket.burst) * interval
                 if not slot > now:
                     slot = now
                 if max_wait is not None and slot - now > max_wait:

@@ -95,7 +95,7 @@ end
 _PRELUDE = _NOW + _CODEC + "local function load(key) return parse(redis.call('GET', key)) end\n"
 
 # KEYS: the bucket keys, then the learned key of the first. ARGV: max_wait ('' = none),
-# horizon, then interval and tolerance per bucket key.
+# horizon, then interval and lead per bucket key (see _gcra.Bucket.lead).
 #
 # reserve runs on every request, so its common case (keys without holes) is the codec's
 # steps written out on plain locals: no closures, no per-key tables, no tokenizer, one
@@ -116,7 +116,7 @@ if n == 1 and not (first and string.find(first, ' ', 1, true)) then
   local interval = tonumber(ARGV[3])
   local from = now
   if tat then from = math.max(tat, now) end
-  local slot = math.max(now, from + interval - tonumber(ARGV[4]))
+  local slot = math.max(now, from - tonumber(ARGV[4]))
   local wait = slot - now
   if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
   local before, before_text = tat, first
@@ -146,7 +146,7 @@ for i = 1, n do
   values[i], tats[i], texts[i] = v, tat, text
   local from = now
   if tat then from = math.max(tat, now) end
-  slot = math.max(slot, from + tonumber(ARGV[1 + 2 * i]) - tonumber(ARGV[2 + 2 * i]))
+  slot = math.max(slot, from - tonumber(ARGV[2 + 2 * i]))
 end
 local wait = slot - now
 -- The wait is only compared, never matched: tostring's 14 digits are plenty, and the
@@ -215,12 +215,12 @@ end
 return 1
 """
 
-# ARGV: seconds, horizon, then interval and tolerance per key.
+# ARGV: seconds, horizon, then interval and lead per key.
 _PAUSE = """
 local till = now + tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
 for i = 1, #KEYS do
-  local floor = till + tonumber(ARGV[2 + 2 * i]) - tonumber(ARGV[1 + 2 * i])
+  local floor = till + tonumber(ARGV[2 + 2 * i])
   local s = fresh(load(KEYS[i]), now, horizon)
   if s == nil then store(KEYS[i], math.max(floor, now), {}, now)
   elseif s.tat >= floor then
@@ -240,9 +240,9 @@ Call = tuple[str, list[str], list[str]]  # script name (or "learn"/"peek": a pla
 
 @functools.lru_cache(maxsize=256)
 def _bucket_args(buckets: tuple[Bucket, ...]) -> tuple[str, ...]:
-    """The horizon, then each bucket's interval and tolerance (cached: a transport reuses
+    """The horizon, then each bucket's interval and lead (cached: a transport reuses
     the same few buckets). repr() is exact: the script computes with the model's doubles."""
-    return (repr(horizon_for(buckets)), *(repr(x) for b in buckets for x in (b.interval, b.tolerance)))
+    return (repr(horizon_for(buckets)), *(repr(x) for b in buckets for x in (b.interval, b.lead)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -80,6 +80,20 @@ def test_agrees_with_the_pure_model(harness: Harness, seed: int) -> None:
         )
 
 
+def test_a_free_bucket_answers_a_wait_of_exactly_zero(harness: Harness) -> None:
+    """Exactly, not an ulp above: a wait of 1e-13 s would still cost a sleep (and a waited
+    slot is re-checked against pauses), on every request of an idle key. It showed with
+    a monotonic clock of a minute or so (just after boot) and intervals of seconds."""
+    backend = harness.open()
+    if harness.clock is not None:
+        harness.clock.now = 61.0
+    for i, interval in enumerate([0.3, 1.2, 2.9, 86.4, 3600 / 7, 86400 / 7]):
+        harness.advance(0.0137)  # a clock that is not a round number
+        for burst in (1, 3):
+            got = backend.reserve([f"fresh-{i}-{burst}"], [Bucket(interval, burst)], max_wait=0.0)
+            assert (got.granted, got.wait) == (True, 0.0), (interval, burst)
+
+
 def test_several_limits_are_taken_all_or_nothing(harness: Harness) -> None:
     backend = harness.open()
     minute, hour = Bucket(10.0, 1), Bucket(100.0, 1)
