@@ -29,8 +29,9 @@ __all__ = ["ResetFormat", "WaitHint", "parse_delay", "parse_http_date", "server_
 ResetFormat = typing.Literal["auto", "epoch", "epoch_ms", "delta"]
 
 _MAX_FIELD = 512  # longer field values are hostile or broken; skip them unparsed
-_NUMBER = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,9})?)\s*$")
-_DURATION = re.compile(r"^(?:(\d{1,9})h)?(?:(\d{1,9})m(?!s))?(?:(\d{1,9}(?:\.\d{1,9})?)s)?$")
+# re.ASCII: HTTP's DIGIT is 0-9 only; float() would read other scripts' digits (U+1C55, U+FF15).
+_NUMBER = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,9})?)\s*$", re.ASCII)
+_DURATION = re.compile(r"^(?:(\d{1,9})h)?(?:(\d{1,9})m(?!s))?(?:(\d{1,9}(?:\.\d{1,9})?)s)?$", re.ASCII)
 _DATE_FORMATS = (
     "%a, %d %b %Y %H:%M:%S GMT",  # IMF-fixdate
     "%A, %d-%b-%y %H:%M:%S GMT",  # obsolete RFC 850

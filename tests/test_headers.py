@@ -58,7 +58,11 @@ def test_parse_http_date_rejects_other_text(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("0", 0.0), ("30", 30.0), ("1.5", 1.5), (" 7 ", 7.0), ("-1", None), ("1e3", None), ("nan", None), ("", None)],
+    [
+        *[("0", 0.0), ("30", 30.0), ("1.5", 1.5), (" 7 ", 7.0), ("-1", None), ("1e3", None), ("nan", None), ("", None)],
+        # HTTP's DIGIT is ASCII: other scripts' digits (which float() reads) are malformed.
+        *[("\u1c55", None), ("\uff15", None), ("3\u0665", None), ("1.\u0665", None)],
+    ],
 )
 def test_parse_delay(value: str, expected: float | None) -> None:
     assert parse_delay(value) == expected
