@@ -17,7 +17,7 @@ import tempfile
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ratelimit_client import (
@@ -134,20 +134,29 @@ def test_config_file_parser(lines: list[tuple[str, str]], retry: list[tuple[str,
 
 @FUZZ
 @given(value=header_text, name=st.sampled_from(["Retry-After", "retry-after-ms", "X-RateLimit-Reset", "RateLimit"]))
+@example(value="5", name="Retry-After")  # exactly the cap: slept once, not again for the slot
 def test_no_server_value_makes_the_client_wait_beyond_the_cap(value: str, name: str) -> None:
     cap = 5.0
     # Servers send bytes; httpx decodes them as it does off the wire.
     refusal = httpx.Response(429, headers=[(name.encode(), value.encode()), (b"X-RateLimit-Remaining", b"0")])
     replies = iter([refusal, httpx.Response(200)])
     sleeps: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        # Time passes while the client sleeps: a frozen clock would count a slot the
+        # pause already covered as a second wait after it.
+        sleeps.append(seconds)
+        now[0] += seconds
+
     transport = RateLimitTransport(
         httpx.MockTransport(lambda request: next(replies)),
         rate="1000/second",
         ip="127.0.0.1",
-        backend=MemoryBackend(clock=lambda: 0.0),
+        backend=MemoryBackend(clock=lambda: now[0]),
         retry=RetryPolicy(max_server_wait=cap, backoff_max=1.0, throttle_attempts=2),
     )
-    transport._io.sleep = sleeps.append
+    transport._io.sleep = sleep
     with httpx.Client(transport=transport) as client:
         try:
             response = client.get("http://api.test/")
