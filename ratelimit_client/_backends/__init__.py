@@ -9,6 +9,8 @@
 ``unix:///run/redis.sock``                  server; ``?fallback=memory`` (default) limits
                                             locally while it is down, ``?fallback=fail``
                                             raises; ``?probe_interval=1`` (seconds)
+``redis://node:7000/0?cluster=true``        the same through a Redis Cluster (any node;
+                                            ``redis://`` or ``rediss://``)
 ==========================================  ==============================================
 """
 
@@ -43,6 +45,7 @@ __all__ = [
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _FALLBACKS = ("memory", "fail")
+_BOOLEANS = {"true": True, "false": False}
 
 
 def check_url(url: str, *, field: str = "backend") -> str:
@@ -64,6 +67,10 @@ def _options(url: str, scheme: str, field: str) -> dict[str, str]:
     elif scheme in _REDIS_SCHEMES:
         if query.get("fallback", "memory") not in _FALLBACKS:
             raise ConfigError(f"{field} fallback", query["fallback"], f"one of {', '.join(_FALLBACKS)}")
+        if query.get("cluster", "false") not in _BOOLEANS:
+            raise ConfigError(f"{field} cluster", query["cluster"], "true or false")
+        if _BOOLEANS[query.get("cluster", "false")] and scheme == "unix":
+            raise ConfigError(field, url, "a redis:// or rediss:// URL for a Redis Cluster (not unix://)")
         unknown = set()
     else:
         unknown = set(query)
@@ -90,10 +97,11 @@ def backend_from_url(url: str, *, namespace: str, emit: typing.Callable[[Event, 
         path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) or None
         return SQLiteBackend(path, namespace=namespace, busy_timeout=float(query.get("busy_timeout", 5.0)))
     # Our options are not redis-py's: strip them before it parses the URL.
-    ours = {"fallback", "probe_interval"}
+    ours = {"fallback", "probe_interval", "cluster"}
     base, _, query_text = url.partition("?")
     rest = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(query_text) if k not in ours])
-    redis = RedisBackend(f"{base}?{rest}" if rest else base, namespace=namespace)
+    cluster = _BOOLEANS[query.get("cluster", "false")]
+    redis = RedisBackend(f"{base}?{rest}" if rest else base, namespace=namespace, cluster=cluster)
     if query.get("fallback", "memory") == "fail":
         return redis
     probe = float(query.get("probe_interval", 1.0))

@@ -5,7 +5,8 @@ runs the GCRA step of :mod:`.._gcra` on the server's own ``TIME``, so hosts with
 skewed clocks still share one bucket. Keys are ``{namespace}:v1:<key>``, and
 ``{namespace}:learned:v1:<key>`` for what :meth:`RedisBackend.learn` stored (read by the
 same reserve script): the hash tag puts a namespace in one Cluster slot, so a script's
-keys always sit on one node. Each key's TTL ends when its state stops mattering.
+keys always sit on one node, and with ``cluster=True`` redis-py's cluster clients send each
+script to the node that holds its slot. Each key's TTL ends when its state stops mattering.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import socket
 import struct
 import sys
+import threading
 import typing
 import urllib.parse
 import weakref
@@ -33,6 +35,8 @@ from ._base import Reservation, horizon_for
 if typing.TYPE_CHECKING:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     import redis.commands.core
 
     from .._gcra import Bucket
@@ -312,6 +316,9 @@ def _kernel_timeout_connection() -> type[redis.Connection]:
     return KernelTimeoutConnection
 
 
+# A client's registered scripts by name: redis-py's Script or AsyncScript.
+_Scripts = dict[str, typing.Any]
+
 # Packed EVALSHAs kept per backend; past this many (max_wait varying call to call) the
 # cache starts over.
 _PACKED_CACHE_SIZE = 256
@@ -339,6 +346,11 @@ class RedisBackend:
     hold a request before that happens (on Linux the kernel keeps it for the sync client
     of a ``redis://`` URL, which spares a ``poll()`` per call); other keywords go to
     :meth:`redis.Redis.from_url`.
+
+    ``cluster=True`` talks to a Redis Cluster through any of its nodes (redis-py's
+    :class:`~redis.cluster.RedisCluster` clients): each call's keys share one hash tag, so
+    one slot and one node. The cluster client connects on first use, so a cluster that is
+    down at start-up is a :class:`BackendError` there, as for a single server.
     """
 
     def __init__(
@@ -347,6 +359,7 @@ class RedisBackend:
         *,
         namespace: str = "ratelimit-client",
         socket_timeout: float | None = 1.0,
+        cluster: bool = False,
         **client_options: typing.Any,
     ) -> None:
         try:
@@ -357,7 +370,30 @@ class RedisBackend:
             ) from None
         self.namespace = namespace
         self._url = url
+        self._cluster = cluster
         self._options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **client_options}
+        self._prefix = f"{{{namespace}}}:v1:"
+        self._learned_prefix = f"{{{namespace}}}:learned:v1:"
+        self._packed: dict[tuple[object, ...], typing.Any] = {}
+        self._noscript = redis.exceptions.NoScriptError
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[typing.Any, _Scripts]] = (
+            weakref.WeakKeyDictionary()
+        )
+        if cluster:
+            if urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
+                raise ConfigError("backend", _redacted(url), "a redis:// or rediss:// URL for a Redis Cluster")
+            try:
+                redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # untyped in redis-py
+            except (ValueError, TypeError) as exc:
+                raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
+            # Made on first use (see _cluster_client): redis-py's cluster client reads the
+            # slot map from the nodes when it is made, and a cluster that is down now must
+            # not stop the transport from starting on its fallback.
+            self._client: typing.Any = None
+            self._scripts: _Scripts = {}
+            self._connecting = threading.Lock()
+            self._direct = False
+            return
         sync_options = self._options
         # Plain TCP on Linux, with no connection settings of the caller's: the kernel keeps
         # the sync client's timeout (see _kernel_timeout_connection). TLS, Unix sockets and
@@ -374,10 +410,8 @@ class RedisBackend:
                 "connection_class": _kernel_timeout_connection(),
                 "kernel_timeout": socket_timeout,
             }
-        self._prefix = f"{{{namespace}}}:v1:"
-        self._learned_prefix = f"{{{namespace}}}:learned:v1:"
         try:
-            self._client: redis.Redis = redis.Redis.from_url(url, **sync_options)
+            self._client = redis.Redis.from_url(url, **sync_options)
         except (ValueError, TypeError) as exc:
             raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
         self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
@@ -388,19 +422,26 @@ class RedisBackend:
         self._direct = self._client.connection is None and (
             command_name is None or command_name.default is not inspect.Parameter.empty
         )
-        self._packed: dict[tuple[object, ...], typing.Any] = {}
-        self._noscript = redis.exceptions.NoScriptError
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, redis.commands.core.AsyncScript]]
-        ] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {_redacted(self._url)} namespace={self.namespace!r}>"
+        cluster = " cluster" if self._cluster else ""
+        return f"<RedisBackend {_redacted(self._url)}{cluster} namespace={self.namespace!r}>"
 
     @property
-    def client(self) -> redis.Redis:
-        """The sync client (for inspection and tests)."""
-        return self._client
+    def client(self) -> redis.Redis | redis.cluster.RedisCluster:
+        """The sync client (for inspection and tests); a cluster's connects here if not yet."""
+        return typing.cast("redis.Redis | redis.cluster.RedisCluster", self._sync_client()[0])
+
+    def _sync_client(self) -> tuple[typing.Any, _Scripts]:
+        if self._client is None:
+            with self._connecting:  # one cluster client, however many threads get here first
+                if self._client is None:
+                    import redis.cluster  # noqa: PLC0415 - an optional extra
+
+                    client = redis.cluster.RedisCluster.from_url(self._url, **self._options)
+                    self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+                    self._client = client
+        return self._client, self._scripts
 
     def key(self, key: str) -> str:
         """The Redis key holding the state of the limiter key ``key``."""
@@ -471,7 +512,7 @@ class RedisBackend:
             script = self._scripts.get(call[0]) if self._direct else None
             if script is not None:
                 return self._evalsha(script, call[1], call[2])
-            return self._send(self._client, self._scripts, call)
+            return self._send(*self._sync_client(), call)
         except Exception as exc:
             raise self._error(exc) from exc
 
@@ -522,14 +563,19 @@ class RedisBackend:
             except Exception as exc:
                 raise self._error(exc) from exc
 
-    def _async_client(self) -> tuple[redis.asyncio.Redis, dict[str, redis.commands.core.AsyncScript]]:
+    def _async_client(self) -> tuple[typing.Any, _Scripts]:
         # An asyncio client's connections belong to the loop that made them.
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
         if found is None:
             import redis.asyncio  # noqa: PLC0415 - an optional extra
+            import redis.asyncio.cluster  # noqa: PLC0415 - an optional extra
 
-            client = redis.asyncio.Redis.from_url(self._url, **self._options)
+            client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = (
+                redis.asyncio.cluster.RedisCluster.from_url(self._url, **self._options)
+                if self._cluster
+                else redis.asyncio.Redis.from_url(self._url, **self._options)
+            )
             found = self._async[loop] = (client, {name: client.register_script(t) for name, t in SCRIPTS.items()})
         return found
 
@@ -555,7 +601,8 @@ class RedisBackend:
         return _text(self._run(("peek", [self.learned_key(key)], [])))
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
         # Async clients need their loop to close (aclose); without it they are dropped.
         self._async.clear()
 

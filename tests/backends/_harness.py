@@ -6,11 +6,13 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import typing
 import uuid
 
 import redis
+import redis.cluster
 
 from ratelimit_client import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 
@@ -143,6 +145,23 @@ class RedisHarness(Harness):
         self.client.close()
 
 
+class RedisClusterHarness(RedisHarness):
+    """Redis through a Redis Cluster of three primaries (:class:`PrivateCluster`)."""
+
+    name = "redis-cluster"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = f"test-{uuid.uuid4().hex[:12]}"
+        self._opened: list[RedisBackend] = []
+        self.client = typing.cast("redis.Redis", redis.cluster.RedisCluster.from_url(url))
+
+    def open(self, namespace: str = "a") -> Backend:
+        backend = RedisBackend(self.url, namespace=self.namespace(namespace), cluster=True)
+        self._opened.append(backend)
+        return backend
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,6 +174,8 @@ class PrivateRedis:
     def __init__(self, directory: pathlib.Path) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # It listens on a Unix socket too (short: a socket path has ~100 bytes at most).
+        self.socket = pathlib.Path(tempfile.mkdtemp(prefix="rl-")) / "redis.sock"
         self._dir = directory
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -163,6 +184,7 @@ class PrivateRedis:
             typing.cast("str", shutil.which("redis-server")),
             "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
             "--dir", str(self._dir), "--enable-debug-command", "yes",
+            "--unixsocket", str(self.socket), "--unixsocketperm", "700",
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
@@ -182,3 +204,100 @@ class PrivateRedis:
             self._process.terminate()
             self._process.wait(10)
             self._process = None
+        self.socket.unlink(missing_ok=True)
+
+
+class PrivateCluster:
+    """A Redis Cluster of our own: three primaries on free ports, the 16384 slots split
+    between them, no replicas (what a cluster needs for these tests, set up in ~1 s)."""
+
+    SIZE = 3
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.ports = [free_port() for _ in range(self.SIZE)]
+        # The cluster bus port, free too (by default port + 10000, which may be taken or
+        # beyond 65535).
+        self._bus_ports = [free_port() for _ in range(self.SIZE)]
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        self._dir = directory
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def nodes(self) -> list[redis.Redis]:
+        """A plain client per node, to inspect one node (INFO, CONFIG RESETSTAT)."""
+        return [redis.Redis(port=port) for port in self.ports]
+
+    def start(self) -> None:
+        server = typing.cast("str", shutil.which("redis-server"))
+        for port, bus_port in zip(self.ports, self._bus_ports, strict=True):
+            folder = self._dir / str(port)
+            folder.mkdir(parents=True, exist_ok=True)
+            command = [
+                server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                "--dir", str(folder), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(bus_port),
+            ]  # fmt: skip
+            with (folder / "log").open("wb") as log:
+                self._processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        nodes = self.nodes()
+
+        def started() -> bool:
+            if any(process.poll() is not None for process in self._processes):
+                raise RuntimeError(f"a cluster node exited: see the logs in {self._dir}")
+            return all(_answers(node) for node in nodes)
+
+        _until(
+            started,
+            "the cluster's nodes to start",
+            lambda: f"exit codes {[p.poll() for p in self._processes]}, logs in {self._dir}",
+        )
+        share = 16384 // self.SIZE
+        for index, node in enumerate(nodes):
+            last = 16383 if index == self.SIZE - 1 else (index + 1) * share - 1
+            node.cluster("ADDSLOTS", *range(index * share, last + 1))
+        for port, bus_port in zip(self.ports[1:], self._bus_ports[1:], strict=True):
+            nodes[0].cluster("MEET", "127.0.0.1", port, bus_port)
+
+        def settled() -> bool:
+            # Every node sees every node and the whole slot map, so a client that reads
+            # the map from any of them finds every slot covered.
+            for node in nodes:
+                info = node.cluster("INFO")
+                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != self.SIZE:
+                    return False
+                if int(info["cluster_slots_assigned"]) != 16384:
+                    return False
+                slots = node.cluster("SLOTS")
+                if len(slots) != self.SIZE:
+                    return False
+            return True
+
+        _until(settled, "the cluster to settle")
+        for node in nodes:
+            node.close()
+
+    def stop(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            process.wait(10)
+        self._processes.clear()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _until(
+    condition: typing.Callable[[], bool],
+    what: str,
+    details: typing.Callable[[], str] = lambda: "",
+    timeout: float = 20.0,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what} {details()}".strip())
+        time.sleep(0.05)

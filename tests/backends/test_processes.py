@@ -20,6 +20,7 @@ import redis
 from _servers import ServerThread, max_in_window
 
 from backends import _procs
+from backends._harness import PrivateCluster
 from ratelimit_client import BackendError, SQLiteBackend
 from ratelimit_client._gcra import Bucket
 
@@ -120,6 +121,13 @@ def test_fifteen_processes_share_one_limit_through_redis(redis_url: str) -> None
         if found:
             client.delete(*found)
         client.close()
+
+
+@pytest.mark.redis
+def test_fifteen_processes_share_one_limit_through_a_redis_cluster(redis_cluster: PrivateCluster) -> None:
+    namespace = f"test-fleet-{uuid.uuid4().hex[:12]}"
+    # The fleet's keys live on one node of three: the one that owns the namespace's slot.
+    run_fleet(f"{redis_cluster.url}?cluster=true&fallback=fail", namespace)
 
 
 def test_default_transactions_overshoot_and_ours_do_not(tmp_path: pathlib.Path) -> None:

@@ -14,11 +14,12 @@ import anyio
 import httpx
 import pytest
 import redis
+import redis.cluster
 import redis.connection
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends._harness import PrivateRedis
+from backends._harness import PrivateCluster, PrivateRedis
 from ratelimit_client import BackendError, ConfigError, Event, FallbackBackend, RateLimitTransport, RedisBackend
 from ratelimit_client._backends import backend_from_url, check_url
 from ratelimit_client._backends._redis import _PACKED_CACHE_SIZE, _kernel_timeout_connection, _timeval
@@ -152,8 +153,10 @@ def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> 
 
 def _socket_of(backend: RedisBackend) -> socket.socket:
     backend.reserve(["k"], [BUCKET], max_wait=None)
-    connection = backend.client.connection_pool.get_connection()
-    backend.client.connection_pool.release(connection)
+    client = backend.client
+    assert isinstance(client, redis.Redis)
+    connection = client.connection_pool.get_connection()
+    client.connection_pool.release(connection)
     return typing.cast("socket.socket", connection._sock)
 
 
@@ -244,6 +247,109 @@ def test_urls_pick_fallback_or_fail(redis_url: str) -> None:
         assert isinstance(backend_from_url(scheme, namespace="n"), FallbackBackend)
     with pytest.raises(ConfigError, match="fallback"):
         check_url("redis://localhost?fallback=sometimes")
+
+
+def test_a_unix_socket_url_reaches_the_same_server(private_redis: PrivateRedis) -> None:
+    over_socket = backend_from_url(f"unix://{private_redis.socket}?fallback=fail", namespace="unix")
+    assert isinstance(over_socket, RedisBackend)
+    over_tcp = RedisBackend(private_redis.url, namespace="unix")
+    bucket = Bucket(10.0, 1)
+    assert over_socket.reserve(["k"], [bucket], max_wait=None).wait == 0.0
+    # One bucket, whichever way a process reaches the server.
+    assert over_tcp.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(10.0, abs=0.1)
+    client = over_socket.client
+    assert isinstance(client, redis.Redis)
+    assert client.connection_pool.connection_kwargs["path"] == str(private_redis.socket)
+    over_socket.close()
+    over_tcp.close()
+
+
+# --- Redis Cluster (the conformance suite runs on it too) --------------------------------
+
+
+def test_a_cluster_spreads_namespaces_over_its_nodes_and_keeps_each_call_on_one(
+    redis_cluster: PrivateCluster,
+) -> None:
+    namespaces = [f"spread-{i}" for i in range(12)]
+    backends = [RedisBackend(redis_cluster.url, namespace=n, cluster=True) for n in namespaces]
+    for backend in backends:
+        backend.learn("ip", "{}", 60.0)
+        # Two limits (per IP and key, per key): one script, its three keys on one node.
+        backend.reserve(["ip", "key"], [Bucket(1.0, 1), Bucket(0.5, 1)], max_wait=None)
+    holders: dict[str, set[int]] = {n: set() for n in namespaces}
+    for port, node in zip(redis_cluster.ports, redis_cluster.nodes(), strict=True):
+        for key in node.scan_iter(match="{spread-*}:*"):
+            holders[key.decode().split("}", 1)[0][1:]].add(port)
+        node.close()
+    assert all(len(ports) == 1 for ports in holders.values()), holders
+    assert len(set().union(*holders.values())) > 1  # the namespaces landed on several nodes
+    for backend in backends:
+        backend.client.delete(*(backend.key(k) for k in ("ip", "key")), backend.learned_key("ip"))
+        backend.close()
+
+
+def test_one_command_per_acquire_on_a_cluster(redis_cluster: PrivateCluster) -> None:
+    backend = RedisBackend(redis_cluster.url, namespace="count-cluster", cluster=True)
+    backend.reserve(["warm"], [BUCKET], max_wait=None)  # reads the slot map, loads the script
+    nodes = redis_cluster.nodes()
+    for node in nodes:
+        node.config_resetstat()
+    for i in range(50):
+        backend.reserve([f"k{i}", "shared"], [BUCKET, Bucket(0.001, 1)], max_wait=None)
+    calls: dict[str, int] = {}
+    for node in nodes:
+        for name, value in node.info("commandstats").items():
+            calls[name] = calls.get(name, 0) + value["calls"]
+        node.close()
+    assert calls["cmdstat_evalsha"] == 50
+    assert set(calls) <= {"cmdstat_evalsha", "cmdstat_time", "cmdstat_get", "cmdstat_set", "cmdstat_config|resetstat"}
+    backend.close()
+
+
+def test_a_cluster_url_builds_a_cluster_backend(redis_cluster: PrivateCluster) -> None:
+    backend = backend_from_url(f"{redis_cluster.url}?cluster=true&fallback=fail", namespace="url-cluster")
+    assert isinstance(backend, RedisBackend)
+    assert isinstance(backend.client, redis.cluster.RedisCluster)
+    assert "cluster" in repr(backend)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).granted
+    backend.client.delete(backend.key("k"))
+    backend.close()
+    wrapped = backend_from_url(f"{redis_cluster.url}?cluster=true", namespace="url-cluster")
+    assert isinstance(wrapped, FallbackBackend)
+    assert isinstance(wrapped.primary, RedisBackend)
+    wrapped.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("redis://127.0.0.1:7000/0?cluster=maybe", "backend cluster"),
+        ("unix:///run/redis.sock?cluster=true", "backend"),
+    ],
+)
+def test_bad_cluster_urls_are_config_errors(url: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=r"redis://|true or false") as caught:
+        check_url(url)
+    assert caught.value.field == field
+
+
+def test_a_cluster_down_at_start_up_falls_back_instead_of_failing_to_start() -> None:
+    events: list[Event] = []
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        backend="redis://127.0.0.1:1/0?cluster=true&probe_interval=60",
+        api_key="k",
+        ip="192.0.2.10",
+        on_event=events.append,
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get("https://api.test/").status_code == 200
+    assert [e.kind for e in events] == ["backend_degraded"]
+    assert "127.0.0.1:1" in (events[0].reason or "")
+    strict = RedisBackend("redis://127.0.0.1:1/0", namespace="n", cluster=True)
+    with pytest.raises(BackendError, match=r"127\.0\.0\.1:1"):
+        strict.reserve(["k"], [BUCKET], max_wait=None)
+    strict.close()
 
 
 def test_fail_mode_raises_a_backend_error_without_the_password() -> None:
