@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import typing
 
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
 
-__all__ = ["HORIZON", "Backend", "Reservation", "horizon_for"]
+__all__ = ["HORIZON", "Backend", "Reservation", "horizon_for", "spend"]
 
 # Backends on a shared wall clock forget a stored time further ahead than this (or 64
 # intervals of the slowest limit, if more): no real queue or server-told pause is that
@@ -17,15 +18,15 @@ HORIZON = 900.0
 
 
 # Built on every request: a plain slotted dataclass, since a frozen one pays an
-# object.__setattr__ per field. Immutable by convention (use dataclasses.replace), and
-# hashable on its fields as the frozen one was.
-@dataclasses.dataclass(slots=True, unsafe_hash=True)
+# object.__setattr__ per field. Not hashable: cancelling one changes it (see spend).
+@dataclasses.dataclass(slots=True)
 class Reservation:
     """A slot taken across ``keys``: go after ``wait`` seconds, or give it back.
 
     ``granted`` is False when the slot was further than the caller's ``max_wait``; then
-    nothing was taken. ``charges`` is what :meth:`Backend.cancel` needs to undo it. Never
-    mutated: derive a changed copy with :func:`dataclasses.replace`.
+    nothing was taken. ``charges`` is what :meth:`Backend.cancel` needs to undo it; a
+    cancel empties them, so cancelling the same reservation again gives nothing back.
+    Otherwise never changed: derive a changed copy with :func:`dataclasses.replace`.
     """
 
     wait: float
@@ -37,6 +38,24 @@ class Reservation:
     # What learn() last stored for keys[0] and has not expired: the fleet's learned rate,
     # read in the same atomic step so that learning costs no extra round trip.
     learned: str | None = None
+
+
+_spending = threading.Lock()
+
+
+def spend(reservation: Reservation) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]] | None:
+    """The keys and charges a cancel gives back, once: None if there are none (refused, or
+    cancelled before). Every backend's cancel starts here.
+
+    A second give-back cannot be told from a first by the stored state alone: a later
+    reservation may land on the same tat, and undoing the old one again would undo it.
+    """
+    with _spending:  # two threads cancelling one reservation: one of them gives it back
+        charges = reservation.charges
+        if not reservation.granted or not charges:
+            return None
+        reservation.charges = ()
+    return reservation.keys, charges
 
 
 @typing.runtime_checkable

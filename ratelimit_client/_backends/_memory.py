@@ -8,7 +8,7 @@ import time
 import typing
 
 from .. import _gcra
-from ._base import Reservation
+from ._base import Reservation, spend
 
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
@@ -87,9 +87,12 @@ class MemoryBackend:
         return Reservation(wait, True, tuple(keys), charges)
 
     def cancel(self, reservation: Reservation) -> None:
+        taken = spend(reservation)
+        if taken is None:
+            return
         with self._lock:
             now = self._clock()
-            for key, charge in zip(reservation.keys, reservation.charges, strict=True):
+            for key, charge in zip(*taken, strict=True):
                 state = _gcra.cancel(self._state(key), charge, now)
                 if state is not None:
                     self._store(key, state)

@@ -30,7 +30,7 @@ import sniffio
 
 from .._exceptions import BackendError, ConfigError
 from .._gcra import MAX_HOLES
-from ._base import Reservation, horizon_for
+from ._base import Reservation, horizon_for, spend
 
 if typing.TYPE_CHECKING:
     import redis
@@ -462,9 +462,13 @@ class RedisBackend:
         redis_keys, tail = _reserve_layout(self._prefix, self._learned_prefix, tuple(keys), tuple(buckets))
         return "reserve", redis_keys, ["" if max_wait is None else repr(float(max_wait)), *tail]
 
-    def _cancel_call(self, reservation: Reservation) -> Call:
-        args = [str(MAX_HOLES), *(repr(x) for charge in reservation.charges for x in charge)]
-        return "cancel", [self.key(k) for k in reservation.keys], args
+    def _cancel_call(self, reservation: Reservation) -> Call | None:
+        taken = spend(reservation)
+        if taken is None:
+            return None
+        keys, charges = taken
+        args = [str(MAX_HOLES), *(repr(x) for charge in charges for x in charge)]
+        return "cancel", [self.key(k) for k in keys], args
 
     def _pause_call(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> Call:
         args = [repr(float(seconds)), *_bucket_args(tuple(buckets))]
@@ -588,8 +592,9 @@ class RedisBackend:
         return self._reservation(keys, self._run(self._reserve_call(keys, buckets, max_wait)))
 
     def cancel(self, reservation: Reservation) -> None:
-        if reservation.granted and reservation.keys:
-            self._run(self._cancel_call(reservation))
+        call = self._cancel_call(reservation)
+        if call is not None:
+            self._run(call)
 
     def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         self._run(self._pause_call(keys, buckets, seconds))
@@ -612,8 +617,9 @@ class RedisBackend:
         return self._reservation(keys, await self._arun(self._reserve_call(keys, buckets, max_wait)))
 
     async def acancel(self, reservation: Reservation) -> None:
-        if reservation.granted and reservation.keys:
-            await self._arun(self._cancel_call(reservation))
+        call = self._cancel_call(reservation)
+        if call is not None:
+            await self._arun(call)
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
         await self._arun(self._pause_call(keys, buckets, seconds))

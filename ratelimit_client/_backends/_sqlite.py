@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from .. import _gcra
 from .._exceptions import BackendError
-from ._base import Reservation, horizon_for
+from ._base import Reservation, horizon_for, spend
 
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
@@ -126,9 +126,12 @@ class SQLiteBackend:
         return Reservation(decision.wait, True, tuple(keys), decision.charges, learned=None if row is None else row[0])
 
     def cancel(self, reservation: Reservation) -> None:
+        taken = spend(reservation)
+        if taken is None:
+            return
         with self._transaction() as (conn, now):
             states = []
-            for key, charge in zip(reservation.keys, reservation.charges, strict=True):
+            for key, charge in zip(*taken, strict=True):
                 state = _gcra.cancel(self._read(conn, key), charge, now)
                 if state is not None:
                     states.append((key, state))

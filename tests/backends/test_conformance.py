@@ -140,6 +140,23 @@ def test_cancelling_gives_capacity_back(harness: Harness) -> None:
     assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(10.0, abs=TOL)
 
 
+def test_cancelling_twice_gives_back_once(harness: Harness) -> None:
+    """The stored state alone cannot tell a second cancel from a first: a later reservation
+    may land on the same tat. So a cancel spends the reservation, and the second does nothing."""
+    backend = harness.open()
+    bucket = Bucket(10.0, 1)
+    backend.reserve(["k"], [bucket], max_wait=None)  # the head of the queue
+    first = backend.reserve(["k"], [bucket], max_wait=None)  # slot 10 s
+    backend.cancel(first)
+    assert first.charges == ()
+    backend.cancel(first)  # nothing more comes back
+    kept = backend.reserve(["k"], [bucket], max_wait=None)  # lands where first was
+    assert kept.wait == pytest.approx(10.0, abs=TOL)
+    backend.cancel(first)
+    # Had the second (or third) cancel undone `kept`, this would be at 10 s again.
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(20.0, abs=TOL)
+
+
 def test_namespaces_do_not_share_state(harness: Harness) -> None:
     bucket = Bucket(60.0, 1)
     harness.open("a").reserve(["k"], [bucket], max_wait=None)
