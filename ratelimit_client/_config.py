@@ -8,11 +8,13 @@ and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
 import sys
 import typing
+import warnings
 
 from ._adaptive import AdaptiveConfig, AdaptiveMode
 from ._exceptions import ConfigError
@@ -348,6 +350,25 @@ def _from_environment(environ: typing.Mapping[str, str], raw: Raw, retry_raw: Ra
         variable = f"{ENV_PREFIX}RETRY_{name.upper()}"
         if variable in environ:
             retry_raw[name] = (environ[variable], f"environment {variable}")
+    _warn_of_misspellings(environ)
+
+
+def _warn_of_misspellings(environ: typing.Mapping[str, str]) -> None:
+    # Other tools may use the prefix too, so an unknown name is no error; but one close to
+    # a setting's name is most likely a typo that would silently leave the default.
+    known = [name.upper() for name in _PARSERS] + [f"RETRY_{name.upper()}" for name in _RETRY_FIELDS]
+    known.append(CONFIG_ENV.removeprefix(ENV_PREFIX))
+    for variable in environ:
+        suffix = variable.removeprefix(ENV_PREFIX)
+        if suffix == variable or suffix in known:
+            continue
+        close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75)
+        if close:
+            warnings.warn(
+                f"{variable} is not a ratelimit-client setting and is ignored; did you mean {ENV_PREFIX}{close[0]}?",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def _from_arguments(arguments: typing.Mapping[str, object], raw: Raw, retry_raw: Raw) -> None:

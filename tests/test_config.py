@@ -100,6 +100,22 @@ def test_environment_strings_are_parsed() -> None:
 
 
 @pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("RATELIMIT_CLIENT_TEIR", "RATELIMIT_CLIENT_TIER"),
+        ("RATELIMIT_CLIENT_MAXWAIT", "RATELIMIT_CLIENT_MAX_WAIT"),
+        ("RATELIMIT_CLIENT_BACKOFF_MAX", "RATELIMIT_CLIENT_RETRY_BACKOFF_MAX"),
+    ],
+)
+def test_a_misspelled_environment_variable_is_pointed_out(variable: str, meant: str) -> None:
+    with pytest.warns(UserWarning, match=f"{variable} is not a ratelimit-client setting") as caught:
+        settings = load_settings(environ={variable: "paid-secret-value"})
+    assert f"did you mean {meant}?" in str(caught[0].message)
+    assert "paid-secret-value" not in str(caught[0].message)  # the value is never echoed
+    assert settings == load_settings(environ={})  # and it changed nothing
+
+
+@pytest.mark.parametrize(
     ("text", "expected"), [("1", True), ("on", True), ("TRUE", True), ("0", False), ("off", False)]
 )
 def test_environment_booleans(text: str, expected: bool) -> None:
