@@ -379,22 +379,40 @@ class RedisBackend:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[typing.Any, _Scripts]] = (
             weakref.WeakKeyDictionary()
         )
+        self._connecting = threading.Lock()
+        self._client: redis.Redis | redis.cluster.RedisCluster | None = None
+        self._scripts: _Scripts = {}
+        self._direct = False
+        self._pool: redis.ConnectionPool | None = None  # a single server's, for _evalsha
         if cluster:
+            # The cluster client is made on first use (see _sync_client): redis-py's reads
+            # the slot map from the nodes as it is made, and a cluster that is down now must
+            # not stop the transport from starting on its fallback. The URL is checked now.
             if urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
                 raise ConfigError("backend", _redacted(url), "a redis:// or rediss:// URL for a Redis Cluster")
             try:
                 redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # untyped in redis-py
             except (ValueError, TypeError) as exc:
                 raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
-            # Made on first use (see _cluster_client): redis-py's cluster client reads the
-            # slot map from the nodes when it is made, and a cluster that is down now must
-            # not stop the transport from starting on its fallback.
-            self._client: typing.Any = None
-            self._scripts: _Scripts = {}
-            self._connecting = threading.Lock()
-            self._direct = False
-            return
-        sync_options = self._options
+        else:
+            self._client = client = self._single_server_client(url, socket_timeout, client_options)
+            self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+            # Scripts go straight to a pooled connection (see _evalsha) unless the client
+            # holds one connection of its own, or its pool predates get_connection()
+            # without arguments (redis-py < 5.3).
+            get_connection = inspect.signature(client.connection_pool.get_connection)
+            command_name = get_connection.parameters.get("command_name")
+            self._direct = client.connection is None and (
+                command_name is None or command_name.default is not inspect.Parameter.empty
+            )
+            self._pool = client.connection_pool
+
+    def _single_server_client(
+        self, url: str, socket_timeout: float | None, client_options: typing.Mapping[str, typing.Any]
+    ) -> redis.Redis:
+        import redis  # noqa: PLC0415 - an optional extra
+
+        options = self._options
         # Plain TCP on Linux, with no connection settings of the caller's: the kernel keeps
         # the sync client's timeout (see _kernel_timeout_connection). TLS, Unix sockets and
         # the asyncio client keep Python's.
@@ -404,24 +422,16 @@ class RedisBackend:
             and urllib.parse.urlsplit(url).scheme == "redis"
             and not {"connection_class", "connection_pool"} & client_options.keys()
         ):
-            sync_options = {
+            options = {
                 **self._options,
                 "socket_timeout": None,
                 "connection_class": _kernel_timeout_connection(),
                 "kernel_timeout": socket_timeout,
             }
         try:
-            self._client = redis.Redis.from_url(url, **sync_options)
+            return redis.Redis.from_url(url, **options)
         except (ValueError, TypeError) as exc:
             raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
-        self._scripts = {name: self._client.register_script(text) for name, text in SCRIPTS.items()}
-        # Scripts go straight to a pooled connection (see _evalsha) unless the client holds
-        # one connection of its own, or its pool predates get_connection() without arguments
-        # (redis-py < 5.3).
-        command_name = inspect.signature(self._client.connection_pool.get_connection).parameters.get("command_name")
-        self._direct = self._client.connection is None and (
-            command_name is None or command_name.default is not inspect.Parameter.empty
-        )
 
     def __repr__(self) -> str:
         cluster = " cluster" if self._cluster else ""
@@ -430,9 +440,9 @@ class RedisBackend:
     @property
     def client(self) -> redis.Redis | redis.cluster.RedisCluster:
         """The sync client (for inspection and tests); a cluster's connects here if not yet."""
-        return typing.cast("redis.Redis | redis.cluster.RedisCluster", self._sync_client()[0])
+        return self._sync_client()[0]
 
-    def _sync_client(self) -> tuple[typing.Any, _Scripts]:
+    def _sync_client(self) -> tuple[redis.Redis | redis.cluster.RedisCluster, _Scripts]:
         if self._client is None:
             with self._connecting:  # one cluster client, however many threads get here first
                 if self._client is None:
@@ -527,7 +537,8 @@ class RedisBackend:
         the Script wrapper) cost more Python per acquire than the round trip's own. Same
         pool, retry policy and disconnect on error; a NOSCRIPT goes to redis-py's Script,
         which loads the script and runs it again."""
-        pool = self._client.connection_pool
+        # Set whenever _direct is (a single server's client); no cast: a call per acquire.
+        pool: redis.ConnectionPool = self._pool  # type: ignore[assignment]
         conn: typing.Any = pool.get_connection()  # Any: redis-py's connection methods are untyped
         try:
             # The packed command, cached: a transport sends the same few, and packing one
