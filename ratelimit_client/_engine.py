@@ -408,17 +408,12 @@ class Engine:
         return NetworkFailure(f"{what}: {outcome.reason} after {attempts} attempt(s)", attempts=attempts)
 
 
-_RATE_FIELD = b"ratelimit"
-
-
 def _has_rate_fields(response: httpx.Response) -> bool:
     """Whether any header name holds "ratelimit" (RateLimit*, X-RateLimit-*)."""
-    # Most responses have none: look at the raw names, before httpx decodes every header
-    # (a loop rather than any() over a generator: this runs on every response).
-    for name, _ in response.headers.raw:  # noqa: SIM110 - see above
-        if name[:1] in b"rRxX" and _RATE_FIELD in name.lower():
-            return True
-    return False
+    # Most responses have none: look at the raw names, before httpx decodes every header,
+    # in one pass in C over all of them (a loop per name costs twice as much, and this
+    # runs on every response). Names hold no newline, so no match spans two of them.
+    return b"ratelimit" in b"\n".join([name for name, _ in response.headers.raw]).lower()
 
 
 def _where(url: httpx.URL) -> tuple[str, int]:

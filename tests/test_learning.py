@@ -9,6 +9,7 @@ import pytest
 from _support import FakeClock
 
 from ratelimit_client import AsyncRateLimitTransport, Event, MemoryBackend, RateLimited, RateLimitTransport, RetryPolicy
+from ratelimit_client._engine import _has_rate_fields
 
 URL = "http://api.test/upload"
 AUTH = {"Authorization": "Bearer key-one"}
@@ -254,3 +255,18 @@ async def test_an_async_waker_also_queues_behind_another_process_pause() -> None
         await client.get(URL, headers=AUTH)
     assert [who for who, _, _ in sent] == ["pupil", "teacher", "pupil"]
     assert sent[-1][1] >= 5.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("Content-Type", "text/plain"), ("Server", "uvicorn")], False),
+        ([("Content-Type", "text/plain"), ("X-RateLimit-Remaining", "3")], True),
+        ([("RATELIMIT", '"default";r=0;t=30')], True),
+        ([("ratelimit-policy", "100;w=60")], True),
+        ([("X-Note", "ratelimit reached")], False),  # in a value only: not a rate field
+        ([], False),
+    ],
+)
+def test_only_responses_with_rate_fields_go_to_the_learner(headers: list[tuple[str, str]], expected: bool) -> None:
+    assert _has_rate_fields(httpx.Response(200, headers=headers)) is expected
