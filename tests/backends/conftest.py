@@ -71,4 +71,4 @@ def private_redis(tmp_path: pathlib.Path, redis_url: str) -> typing.Iterator[Pri
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
-    server.stop()
+    server.close()
