@@ -67,9 +67,10 @@ def _options(url: str, scheme: str, field: str) -> dict[str, str]:
     elif scheme in _REDIS_SCHEMES:
         if query.get("fallback", "memory") not in _FALLBACKS:
             raise ConfigError(f"{field} fallback", query["fallback"], f"one of {', '.join(_FALLBACKS)}")
-        if query.get("cluster", "false") not in _BOOLEANS:
-            raise ConfigError(f"{field} cluster", query["cluster"], "true or false")
-        if _BOOLEANS[query.get("cluster", "false")] and scheme == "unix":
+        cluster = query.get("cluster", "false")
+        if cluster not in _BOOLEANS:
+            raise ConfigError(f"{field} cluster", cluster, "true or false")
+        if _BOOLEANS[cluster] and scheme == "unix":
             raise ConfigError(field, url, "a redis:// or rediss:// URL for a Redis Cluster (not unix://)")
         unknown = set()
     else:
@@ -100,7 +101,7 @@ def backend_from_url(url: str, *, namespace: str, emit: typing.Callable[[Event, 
     ours = {"fallback", "probe_interval", "cluster"}
     base, _, query_text = url.partition("?")
     rest = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(query_text) if k not in ours])
-    cluster = _BOOLEANS[query.get("cluster", "false")]
+    cluster = _BOOLEANS[query.get("cluster", "false")]  # checked by _options
     redis = RedisBackend(f"{base}?{rest}" if rest else base, namespace=namespace, cluster=cluster)
     if query.get("fallback", "memory") == "fail":
         return redis
