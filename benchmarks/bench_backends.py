@@ -23,9 +23,9 @@ import asyncio
 import pathlib
 import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -91,19 +91,27 @@ def commands_per_acquire(url: str, run: typing.Callable[[int], None], n: int) ->
     return sum(outer.values()) / n, outer, server_us
 
 
-def loop_stall(backend: SQLiteBackend, path: pathlib.Path, via_thread: bool, n: int) -> float:
-    """Longest event-loop stall (ms) while ``n`` reserves run and another connection keeps
-    taking the write lock for 2 ms at a time."""
-    stop = threading.Event()
+StallMode = typing.Literal["blocking", "thread", "ours"]
 
-    def writer() -> None:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
-        while not stop.is_set():
-            conn.execute("BEGIN IMMEDIATE")
-            time.sleep(0.002)
-            conn.execute("COMMIT")
-            time.sleep(0.001)
-        conn.close()
+
+def loop_stall(path: pathlib.Path, mode: StallMode, n: int) -> tuple[float, int]:
+    """Longest event-loop stall (ms) while ``n`` async reserves run and another process
+    keeps taking the write lock for 2 ms at a time, and how many reserves ran on the loop's
+    thread. ``mode``: "blocking" calls the sync reserve on the loop (waiting for the lock
+    there), "thread" hops to a worker thread every time, "ours" is ``areserve``."""
+    on_loop = 0
+    loop_thread = threading.get_ident()
+
+    def clock() -> float:
+        nonlocal on_loop
+        on_loop += threading.get_ident() == loop_thread
+        return time.time()
+
+    backend = SQLiteBackend(path, namespace="bench", clock=clock)
+    # In a process of its own, as it would be: a thread here would also contend for our GIL.
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
+    assert writer.stdout is not None
+    writer.stdout.readline()  # it has started writing
 
     async def main() -> float:
         worst = 0.0
@@ -115,24 +123,44 @@ def loop_stall(backend: SQLiteBackend, path: pathlib.Path, via_thread: bool, n: 
                 await asyncio.sleep(0)
                 worst = max(worst, time.perf_counter() - before)
 
+        async def reserve() -> None:
+            if mode == "ours":
+                await backend.areserve(KEYS, [BUCKET], max_wait=None)
+            elif mode == "thread":
+                await anyio.to_thread.run_sync(lambda: backend.reserve(KEYS, [BUCKET], max_wait=None))
+            else:
+                backend.reserve(KEYS, [BUCKET], max_wait=None)
+            # As a request's I/O would: a reserve that ran on the loop does not yield.
+            await asyncio.sleep(0)
+
+        # Start-up off the clock: the worker thread, the loop's connection, anyio's imports.
+        await anyio.to_thread.run_sync(lambda: None)
+        await reserve()
         task = asyncio.ensure_future(ticker())
         await asyncio.sleep(0)
         for _ in range(n):
-            if via_thread:
-                await backend.areserve(KEYS, [BUCKET], max_wait=None)
-            else:
-                backend.reserve(KEYS, [BUCKET], max_wait=None)
-                await asyncio.sleep(0)
+            await reserve()
         task.cancel()
         return worst * 1000
 
-    thread = threading.Thread(target=writer)
-    thread.start()
     try:
-        return asyncio.run(main())
+        return asyncio.run(main()), on_loop
     finally:
-        stop.set()
-        thread.join()
+        writer.terminate()
+        writer.wait()
+        backend.close()
+
+
+_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+print("ready", flush=True)
+while True:
+    conn.execute("BEGIN IMMEDIATE")
+    time.sleep(0.002)
+    conn.execute("COMMIT")
+    time.sleep(0.001)
+"""
 
 
 def main() -> None:
@@ -168,6 +196,10 @@ def main() -> None:
                 for _ in range(count):
                     await ours_sqlite.areserve(KEYS, [BUCKET], max_wait=None)
 
+            async def ours_sqlite_thread(count: int) -> None:  # how areserve ran before: always a thread hop
+                for _ in range(count):
+                    await anyio.to_thread.run_sync(lambda: ours_sqlite.reserve(KEYS, [BUCKET], max_wait=None))
+
             def repeat(call: typing.Callable[[], object]) -> typing.Callable[[int], None]:
                 def run(count: int) -> None:
                     for _ in range(count):
@@ -178,7 +210,8 @@ def main() -> None:
             candidates: dict[str, typing.Callable[[int], None]] = {
                 "ours memory": repeat(lambda: memory.reserve(KEYS, [BUCKET], max_wait=None)),
                 "ours sqlite (sync)": repeat(lambda: ours_sqlite.reserve(KEYS, [BUCKET], max_wait=None)),
-                "ours sqlite (async, worker thread)": lambda count: anyio.run(ours_sqlite_async, count),
+                "ours sqlite (async)": lambda count: anyio.run(ours_sqlite_async, count),
+                "ours sqlite (async, always a worker thread)": lambda count: anyio.run(ours_sqlite_thread, count),
                 "pyrate-limiter SQLiteBucket": repeat(lambda: pyrate.try_acquire("bench", blocking=False)),
                 "ours redis (sync)": repeat(lambda: ours_redis.reserve(KEYS, [BUCKET], max_wait=None)),
                 "ours redis (sync, no socket timeout)": repeat(
@@ -212,6 +245,7 @@ def main() -> None:
             print("ratios (ours / theirs; median of per-round ratios):")
             pairs = [
                 ("ours sqlite (sync)", "pyrate-limiter SQLiteBucket", "defaults"),
+                ("ours sqlite (async)", "ours sqlite (async, always a worker thread)", "on the loop when free"),
                 ("ours redis (sync)", "limits redis moving window", "defaults: ours 1 s timeout, limits none"),
                 ("ours redis (sync, no socket timeout)", "limits redis moving window", "both no timeout"),
                 ("ours redis (sync)", "limits redis moving window (1 s socket timeout)", "both 1 s timeout"),
@@ -239,12 +273,11 @@ def main() -> None:
             ours_redis_python_timeout.close()
             if options.only == "redis":
                 return
-            stall_path = pathlib.Path(tmp) / "stall.sqlite3"
-            stall_backend = SQLiteBackend(stall_path, namespace="bench")
-            inline = loop_stall(stall_backend, stall_path, via_thread=False, n=200)
-            threaded = loop_stall(stall_backend, stall_path, via_thread=True, n=200)
-            print(f"event-loop stall, sqlite under write contention: inline {inline:.1f} ms, thread {threaded:.1f} ms")
-            stall_backend.close()
+            print("event-loop stall, sqlite under write contention (1000 async reserves):")
+            modes: tuple[StallMode, ...] = ("blocking", "thread", "ours")
+            for mode in modes:
+                worst, on_loop = loop_stall(pathlib.Path(tmp) / f"stall-{mode}.sqlite3", mode, 1000)
+                print(f"  {mode:8s} longest stall {worst:5.1f} ms; {on_loop} of 1000 ran on the loop")
         finally:
             process.terminate()
             process.wait()

@@ -4,11 +4,17 @@ Each operation is one short write transaction (``BEGIN IMMEDIATE … COMMIT``) o
 autocommit connection, running the pure GCRA step of :mod:`.._gcra` between the read and
 the write. Python's default transaction mode would run the read *outside* the
 transaction, letting several processes read the same state and each admit a request.
+
+An async operation runs on the event loop when it can go at once (a transaction takes
+~20 µs, a hop to a worker thread several times that), on a connection of its own that
+never waits for the file's lock and never checkpoints; when the file or the backend is
+busy, it runs in a worker thread, which may wait up to ``busy_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
 import sqlite3
@@ -60,6 +66,18 @@ _UPSERT_LEARNED = (
 )
 _PRUNE_LEARNED = "DELETE FROM ratelimit_learned_v1 WHERE namespace = ? AND expires <= ?"
 
+# One async operation in this many runs in the worker thread even when the loop could run
+# it: the thread's connection checkpoints the WAL, which the loop's never does (a
+# checkpoint fsyncs the file: milliseconds the event loop must not spend). So the WAL
+# stays bounded when every operation of every process is async.
+THREAD_EVERY = 64
+
+T = typing.TypeVar("T")
+
+
+class _Busy(Exception):
+    """An attempt that must not wait found the file's or the backend's lock taken."""
+
 
 def default_sqlite_path() -> pathlib.Path:
     """``limits.sqlite3`` in the user's cache directory (``$XDG_CACHE_HOME`` on Linux)."""
@@ -79,7 +97,8 @@ class SQLiteBackend:
     """
 
     __slots__ = (
-        "_clock", "_conn", "_file", "_last_prune", "_lock", "_pid", "busy_timeout", "namespace", "path", "prune_every",
+        "_async_ops", "_clock", "_conns", "_file", "_last_prune", "_lock", "_pid",
+        "busy_timeout", "namespace", "path", "prune_every",
     )  # fmt: skip
 
     def __init__(
@@ -97,10 +116,13 @@ class SQLiteBackend:
         self.prune_every = prune_every
         self._clock = clock
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        # By whether it waits for the file's lock: the worker threads' and sync callers'
+        # (True), the event loop's (False).
+        self._conns: dict[bool, sqlite3.Connection] = {}
         self._pid = 0
-        self._file: tuple[int, int] | None = None  # (device, inode) of the file the connection has open
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file the connections have open
         self._last_prune = -float("inf")
+        self._async_ops = 0
         with self._lock:
             self._connection()  # fail at construction on a bad file, not at the first request
 
@@ -110,7 +132,12 @@ class SQLiteBackend:
     def reserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
     ) -> Reservation:
-        with self._transaction() as (conn, now):
+        return self._reserve(keys, buckets, max_wait, wait=True)
+
+    def _reserve(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], max_wait: float | None, *, wait: bool
+    ) -> Reservation:
+        with self._transaction(wait=wait) as (conn, now):
             decision = _gcra.reserve(
                 [self._read(conn, k) for k in keys], buckets, now, max_wait=max_wait, horizon=horizon_for(buckets)
             )
@@ -127,18 +154,25 @@ class SQLiteBackend:
 
     def cancel(self, reservation: Reservation) -> None:
         taken = spend(reservation)
-        if taken is None:
-            return
-        with self._transaction() as (conn, now):
+        if taken is not None:
+            self._give_back(*taken, wait=True)
+
+    def _give_back(self, keys: tuple[str, ...], charges: tuple[tuple[float, float], ...], *, wait: bool) -> None:
+        with self._transaction(wait=wait) as (conn, now):
             states = []
-            for key, charge in zip(*taken, strict=True):
+            for key, charge in zip(keys, charges, strict=True):
                 state = _gcra.cancel(self._read(conn, key), charge, now)
                 if state is not None:
                     states.append((key, state))
             self._write(conn, states)
 
     def pause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
-        with self._transaction() as (conn, now):
+        self._pause(keys, buckets, seconds, wait=True)
+
+    def _pause(
+        self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float, *, wait: bool
+    ) -> None:
+        with self._transaction(wait=wait) as (conn, now):
             horizon = horizon_for(buckets)
             self._write(
                 conn,
@@ -149,79 +183,123 @@ class SQLiteBackend:
             )
 
     def learn(self, key: str, value: str, ttl: float) -> None:
-        with self._transaction() as (conn, now):
+        self._learn(key, value, ttl, wait=True)
+
+    def _learn(self, key: str, value: str, ttl: float, *, wait: bool) -> None:
+        with self._transaction(wait=wait) as (conn, now):
             conn.execute(_UPSERT_LEARNED, (self.namespace, key, value, now + ttl))
 
     def peek(self, key: str) -> str | None:
+        return self._peek(key, wait=True)
+
+    def _peek(self, key: str, *, wait: bool) -> str | None:
         # One SELECT in autocommit: a WAL reader, never waiting for the write lock.
-        with self._lock:
+        with self._locked(wait):
             try:
-                row = self._connection().execute(_SELECT_LEARNED, (self.namespace, key, self._clock())).fetchone()
+                conn = self._connection(wait=wait)
+                row = conn.execute(_SELECT_LEARNED, (self.namespace, key, self._clock())).fetchone()
             except sqlite3.Error as exc:
-                raise self._error(exc) from exc
+                raise self._error(exc, wait=wait) from exc
         return None if row is None else typing.cast("str", row[0])
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._drop(close=True)
 
-    # A transaction is ~20-100 µs, but waits up to ``busy_timeout`` behind another
-    # process's: a worker thread keeps that wait off the event loop.
     async def areserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
     ) -> Reservation:
-        return await anyio.to_thread.run_sync(lambda: self.reserve(keys, buckets, max_wait=max_wait))
+        return await self._run(functools.partial(self._reserve, keys, buckets, max_wait))
 
     async def acancel(self, reservation: Reservation) -> None:
-        await anyio.to_thread.run_sync(self.cancel, reservation)
+        taken = spend(reservation)
+        if taken is not None:
+            await self._run(functools.partial(self._give_back, *taken))
 
     async def apause(self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float) -> None:
-        await anyio.to_thread.run_sync(self.pause, keys, buckets, seconds)
+        await self._run(functools.partial(self._pause, keys, buckets, seconds))
 
     async def alearn(self, key: str, value: str, ttl: float) -> None:
-        await anyio.to_thread.run_sync(self.learn, key, value, ttl)
+        await self._run(functools.partial(self._learn, key, value, ttl))
 
     async def apeek(self, key: str) -> str | None:
-        return await anyio.to_thread.run_sync(self.peek, key)
+        return await self._run(functools.partial(self._peek, key))
 
     async def aclose(self) -> None:
         self.close()
 
-    def _connection(self) -> sqlite3.Connection:
+    async def _run(self, operation: typing.Callable[..., T]) -> T:
+        """``operation(wait=False)`` on the event loop if it can go at once, else
+        ``operation(wait=True)`` in a worker thread."""
+        # A count shared by loops in several threads may lose an increment: harmless, it
+        # only spaces out the checkpointing turns.
+        self._async_ops += 1
+        if self._async_ops % THREAD_EVERY:
+            try:
+                return operation(wait=False)
+            except _Busy:
+                pass  # nothing was written: the transaction rolled back, or never began
+        return await anyio.to_thread.run_sync(functools.partial(operation, wait=True))
+
+    @contextlib.contextmanager
+    def _locked(self, wait: bool) -> typing.Iterator[None]:
+        # Another thread of this process inside a transaction: the loop does not wait for it.
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _connection(self, *, wait: bool = True) -> sqlite3.Connection:
         # A connection must not cross a fork: the child opens its own. Nor outlive its file:
         # a file deleted or replaced under us would split the fleet (processes started
         # since use the new file), so follow the path to whatever file is there now.
-        if self._conn is not None and self._pid == os.getpid() and self._file == _identity(self.path):
-            return self._conn
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
+        pid, file = os.getpid(), _identity(self.path)
+        if self._pid != pid or self._file != file:
+            # Closing a parent's connection in a child would release the parent's locks.
+            self._drop(close=self._pid == pid)
+        conn = self._conns.get(wait)
+        if conn is None:
+            conn = self._conns[wait] = self._open(wait=wait)
+            self._pid, self._file = pid, _identity(self.path)
+        return conn
+
+    def _open(self, *, wait: bool) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit, so BEGIN IMMEDIATE below is the only
-            # transaction and the read happens inside it.
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            # transaction and the read happens inside it. The busy timeout is connect()'s
+            # ``timeout``: a locked file is waited for, then reported; the loop's
+            # connection does not wait at all.
+            timeout = self.busy_timeout if wait else 0.0
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, wait=wait) from exc
         try:
-            # The busy timeout is connect()'s ``timeout``: a locked file is waited for, then
-            # reported. WAL: readers never block the writer; NORMAL: durable enough for a rate limit
+            # WAL: readers never block the writer; NORMAL: durable enough for a rate limit
             # (a power cut may lose the last reservations, never corrupt the file).
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            if not wait:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # see THREAD_EVERY
             conn.execute(_SCHEMA)
             conn.execute(_LEARNED_SCHEMA)
         except sqlite3.Error as exc:
             conn.close()
-            raise self._error(exc) from exc
-        self._conn, self._pid, self._file = conn, os.getpid(), _identity(self.path)
+            raise self._error(exc, wait=wait) from exc
         return conn
 
+    def _drop(self, *, close: bool) -> None:
+        if close:
+            for conn in self._conns.values():
+                conn.close()
+        self._conns.clear()
+
     @contextlib.contextmanager
-    def _transaction(self) -> typing.Iterator[tuple[sqlite3.Connection, float]]:
-        with self._lock:
-            conn = self._connection()
+    def _transaction(self, *, wait: bool) -> typing.Iterator[tuple[sqlite3.Connection, float]]:
+        with self._locked(wait):
+            conn = self._connection(wait=wait)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 # The clock is read once the write lock is held, so stored times only grow
@@ -231,7 +309,7 @@ class SQLiteBackend:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise self._error(exc) from exc
+                raise self._error(exc, wait=wait) from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -249,8 +327,18 @@ class SQLiteBackend:
             _UPSERT, [(self.namespace, key, state.tat, _encode_holes(state.holes)) for key, state in states]
         )
 
-    def _error(self, exc: BaseException) -> BackendError:
+    def _error(self, exc: BaseException, *, wait: bool = True) -> BackendError | _Busy:
+        if not wait and _is_busy(exc):
+            return _Busy()
         return BackendError(f"SQLite backend {str(self.path)!r}: {exc}")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "the file is locked" (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (5, 6)  # the primary code: SQLITE_BUSY, SQLITE_LOCKED
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _encode_holes(holes: tuple[tuple[float, float], ...]) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
+import threading
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from backends._harness import FakeClock
-from ratelimit_client import BackendError, ConfigError, RateLimitTransport, SQLiteBackend
-from ratelimit_client._backends import backend_from_url, check_url, default_sqlite_path
+from ratelimit_client import BackendError, ConfigError, RateLimitTransport, Reservation, SQLiteBackend
+from ratelimit_client._backends import _sqlite, backend_from_url, check_url, default_sqlite_path
 from ratelimit_client._gcra import Bucket
 
 BUCKET = Bucket(1.0, 1)
@@ -121,9 +124,7 @@ def test_a_locked_file_is_waited_for_then_named_in_the_error(tmp_path: pathlib.P
 
 
 @pytest.mark.anyio
-async def test_async_calls_run_off_the_event_loop(tmp_path: pathlib.Path) -> None:
-    import threading  # noqa: PLC0415
-
+async def test_async_calls_run_on_the_loop_when_the_file_is_free(tmp_path: pathlib.Path) -> None:
     seen: list[int] = []
 
     def clock() -> float:
@@ -131,7 +132,111 @@ async def test_async_calls_run_off_the_event_loop(tmp_path: pathlib.Path) -> Non
         return 1000.0
 
     backend = SQLiteBackend(tmp_path / "x.db", clock=clock)
-    await backend.areserve(["k"], [BUCKET], max_wait=None)
-    assert seen
-    assert seen[0] != threading.get_ident()  # a worker thread, not the loop's
+    reservation = await backend.areserve(["k"], [BUCKET], max_wait=None)
+    await backend.apause(["k"], [BUCKET], 1.0)
+    await backend.acancel(reservation)
+    await backend.alearn("k", "v", 60.0)
+    assert await backend.apeek("k") == "v"
+    assert seen == [threading.get_ident()] * 5  # each on the loop's thread
     await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_file_locked_by_another_process_is_waited_for_in_a_worker_thread(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "x.db"
+    seen: list[int] = []
+
+    def clock() -> float:
+        seen.append(threading.get_ident())
+        return 1000.0
+
+    backend = SQLiteBackend(path, clock=clock, busy_timeout=30.0)
+    other = sqlite3.connect(path, isolation_level=None)  # as another process would hold it
+    other.execute("BEGIN IMMEDIATE")
+    got: list[Reservation] = []
+
+    async def reserve() -> None:
+        got.append(await backend.areserve(["k"], [BUCKET], max_wait=None))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(reserve)
+        for _ in range(5):  # the loop runs on while the reservation waits for the file
+            await anyio.sleep(0.01)
+        assert not got
+        other.execute("ROLLBACK")
+    assert got[0].granted
+    assert len(seen) == 1  # it went once the file was free,
+    assert seen[0] != threading.get_ident()  # in a worker thread
+    other.close()
+    await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_loop_does_not_wait_for_another_thread_inside_a_transaction(tmp_path: pathlib.Path) -> None:
+    inside, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def clock() -> float:
+        if threading.current_thread().name == "holder":
+            inside.set()
+            released.append(release.wait(30))  # False: the loop was blocked and never released it
+        return 1000.0
+
+    backend = SQLiteBackend(tmp_path / "x.db", clock=clock)
+    holder = threading.Thread(target=backend.reserve, args=(["a"], [BUCKET]), kwargs={"max_wait": None}, name="holder")
+    holder.start()
+    await anyio.to_thread.run_sync(inside.wait)
+    got: list[Reservation] = []
+
+    async def reserve() -> None:
+        got.append(await backend.areserve(["b"], [BUCKET], max_wait=None))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(reserve)
+        await anyio.sleep(0.05)
+        assert not got  # queued behind the holder, in a worker thread
+        release.set()
+    await anyio.to_thread.run_sync(holder.join)
+    assert released == [True]
+    assert got[0].granted
+    await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_wal_stays_bounded_when_every_operation_is_async(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop's connection never checkpoints; every THREAD_EVERY-th operation goes
+    # through the worker thread's, which does (SQLite's default: at 1000 pages).
+    page = 4096
+    bound = (1000 + 2 * _sqlite.THREAD_EVERY) * page
+
+    async def wal_after(path: pathlib.Path, operations: int) -> int:
+        backend = SQLiteBackend(path, clock=lambda: 1000.0)
+        for _ in range(operations):
+            await backend.areserve(["k"], [Bucket(1e-9, 1)], max_wait=None)
+        size = path.with_name(path.name + "-wal").stat().st_size
+        await backend.aclose()
+        return size
+
+    assert await wal_after(tmp_path / "a.db", 4000) <= bound
+    monkeypatch.setattr(_sqlite, "THREAD_EVERY", 10**9)  # every operation on the loop
+    assert await wal_after(tmp_path / "b.db", 4000) > bound  # the bound means something
+
+
+def test_busy_means_the_file_is_locked_and_nothing_else(tmp_path: pathlib.Path) -> None:
+    def error(conn: sqlite3.Connection, sql: str) -> sqlite3.Error:
+        with pytest.raises(sqlite3.Error) as caught:
+            conn.execute(sql)
+        return caught.value
+
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+    assert _sqlite._is_busy(error(waiter, "BEGIN IMMEDIATE"))
+    assert not _sqlite._is_busy(error(waiter, "SELECT * FROM no_such_table"))
+    assert not _sqlite._is_busy(OSError("locked"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    waiter.close()
