@@ -134,8 +134,10 @@ def loop_stall(path: pathlib.Path, mode: StallMode, n: int) -> tuple[float, int]
             await asyncio.sleep(0)
 
         # Start-up off the clock: the worker thread, the loop's connection, anyio's imports.
+        nonlocal on_loop
         await anyio.to_thread.run_sync(lambda: None)
         await reserve()
+        on_loop = 0
         task = asyncio.ensure_future(ticker())
         await asyncio.sleep(0)
         for _ in range(n):
