@@ -194,12 +194,15 @@ class SQLiteBackend:
 
     def _peek(self, key: str, *, wait: bool) -> str | None:
         # One SELECT in autocommit: a WAL reader, never waiting for the write lock.
-        with self._locked(wait):
-            try:
-                conn = self._connection(wait=wait)
-                row = conn.execute(_SELECT_LEARNED, (self.namespace, key, self._clock())).fetchone()
-            except sqlite3.Error as exc:
-                raise self._error(exc, wait=wait) from exc
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
+            conn = self._connection(wait=wait)
+            row = conn.execute(_SELECT_LEARNED, (self.namespace, key, self._clock())).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, wait=wait) from exc
+        finally:
+            self._lock.release()
         return None if row is None else typing.cast("str", row[0])
 
     def close(self) -> None:
@@ -240,16 +243,6 @@ class SQLiteBackend:
             except _Busy:
                 pass  # nothing was written: the transaction rolled back, or never began
         return await anyio.to_thread.run_sync(functools.partial(operation, wait=True))
-
-    @contextlib.contextmanager
-    def _locked(self, wait: bool) -> typing.Iterator[None]:
-        # Another thread of this process inside a transaction: the loop does not wait for it.
-        if not self._lock.acquire(blocking=wait):
-            raise _Busy
-        try:
-            yield
-        finally:
-            self._lock.release()
 
     def _connection(self, *, wait: bool = True) -> sqlite3.Connection:
         # A connection must not cross a fork: the child opens its own. Nor outlive its file:
@@ -298,7 +291,11 @@ class SQLiteBackend:
 
     @contextlib.contextmanager
     def _transaction(self, *, wait: bool) -> typing.Iterator[tuple[sqlite3.Connection, float]]:
-        with self._locked(wait):
+        # Another thread of this process inside a transaction: a call that must not wait
+        # (the event loop's) goes to a worker thread instead.
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
             conn = self._connection(wait=wait)
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -314,6 +311,8 @@ class SQLiteBackend:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        finally:
+            self._lock.release()
 
     def _read(self, conn: sqlite3.Connection, key: str) -> _gcra.KeyState | None:
         row = conn.execute(_SELECT, (self.namespace, key)).fetchone()
