@@ -157,6 +157,19 @@ def test_default_transactions_overshoot_and_ours_do_not(tmp_path: pathlib.Path) 
         conn.close()
 
 
+def test_async_calls_racing_across_processes_and_threads_take_exactly_the_burst(tmp_path: pathlib.Path) -> None:
+    """Four processes, each reserving from its event loop (on the loop, or in a worker
+    thread when the file is busy) and from a thread at once: exactly the burst admitted."""
+    path = str(tmp_path / "async.sqlite3")
+    SQLiteBackend(path).close()  # create the schema before the race
+    for _ in range(3):
+        with workers(_procs.ours_async, (path,), 4) as fleet:
+            assert sum(fleet.release()) == _procs.BURST
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM ratelimit_v1")
+        conn.close()
+
+
 def test_a_process_killed_inside_its_transaction_does_not_stop_the_others(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "kill.sqlite3"
     with workers(_procs.hold, (str(path),), 1) as fleet:
