@@ -91,7 +91,9 @@ class SQLiteBackend:
 
     Time is the host's wall clock (the one clock all processes share); a stored time more
     than the horizon ahead (a clock stepped back) is forgotten rather than waited for.
-    Rows whose time has passed are pruned every ``prune_every`` seconds::
+    Rows whose time has passed are pruned every ``prune_every`` seconds. Async calls run
+    on the event loop when the file is free (without yielding), and wait for a busy file
+    in a worker thread, up to ``busy_timeout``::
 
         backend = SQLiteBackend("/tmp/limits.sqlite3", namespace="uploads")
     """
