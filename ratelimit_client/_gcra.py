@@ -36,15 +36,16 @@ class Bucket:
 
     interval: float
     burst: int = 1
+    # How far a key's tat may run ahead of now with a request still going at once:
+    # (burst - 1)·T, computed once (the memory backend reads it on every request).
+    lead: float = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lead", (self.burst - 1) * self.interval)
 
     @property
     def tolerance(self) -> float:
         return self.burst * self.interval
-
-    @property
-    def lead(self) -> float:
-        """How far a key's tat may run ahead of now with a request still going at once."""
-        return (self.burst - 1) * self.interval
 
 
 # KeyState and Decision are built on every request: plain slotted dataclasses (no

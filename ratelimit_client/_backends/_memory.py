@@ -57,17 +57,14 @@ class MemoryBackend:
                 # rest of the acquire. tests/backends/test_memory.py checks that the two
                 # agree exactly.
                 key = keys[0]
-                before = tats.get(key, now)
-                if not _isfinite(before):  # forgotten, as _gcra does
-                    before = now
+                before = tats.get(key, now)  # always finite: see _store
                 bucket = buckets[0]
-                interval = bucket.interval
-                slot = (before if before > now else now) + (1 - bucket.burst) * interval
+                slot = (before if before > now else now) - bucket.lead
                 if not slot > now:
                     slot = now
                 if max_wait is not None and slot - now > max_wait:
                     return Reservation(slot - now, False)
-                tat = tats[key] = (before if before > slot else slot) + interval
+                tat = tats[key] = (before if before > slot else slot) + bucket.interval
                 charges: tuple[tuple[float, float], ...] = ((tat, before),)
                 wait = slot - now
             else:
@@ -148,6 +145,12 @@ class MemoryBackend:
         return None if tat is None else _gcra.KeyState(tat, self._holes.get(key, ()))
 
     def _store(self, key: str, state: _gcra.KeyState) -> None:
+        if not _isfinite(state.tat):
+            # _gcra forgets a non-finite tat (a pause of infinite seconds, say): dropped
+            # here, so the one-key path in reserve() never has to check.
+            self._tats.pop(key, None)
+            self._holes.pop(key, None)
+            return
         self._tats[key] = state.tat
         if state.holes:
             self._holes[key] = state.holes

@@ -40,17 +40,17 @@ def stored(backend: MemoryBackend, key: str) -> KeyState | None:
 
 
 def put(backend: MemoryBackend, key: str, state: KeyState | None) -> None:
+    """Store ``state`` as the backend stores every state it computes."""
     if state is not None:
-        backend._tats[key] = state.tat
-        if state.holes:
-            backend._holes[key] = state.holes
+        backend._store(key, state)
 
 
-def same(a: KeyState | None, b: KeyState | None) -> bool:
-    """Equal, with NaN equal to itself (a stored NaN tat is kept until it is replaced)."""
-    if a is None or b is None:
-        return a is b
-    return (a.tat == b.tat or (math.isnan(a.tat) and math.isnan(b.tat))) and a.holes == b.holes
+def same(backend_state: KeyState | None, model_state: KeyState | None) -> bool:
+    """The same state. A non-finite tat is forgotten: the model keeps it (and treats it as
+    absent), the backend drops it."""
+    if model_state is not None and not math.isfinite(model_state.tat):
+        model_state = None
+    return backend_state == model_state
 
 
 def check_reserve(
