@@ -3,7 +3,9 @@
 1. One uncontended limiter acquire, as the transport does it per request (derive the
    storage keys, then ``MemoryBackend.reserve``/``areserve`` under a generous rate),
    against aiolimiter's ``AsyncLimiter.acquire()`` (generous rate) and a bare
-   ``time.monotonic()`` call as the floor.
+   ``time.monotonic()`` call as the floor; also the acquire with the keys in hand, and
+   the least an acquire with our guarantees can cost (``_DesignFloor``), so the gap to
+   aiolimiter can be told apart from what the design itself costs.
 2. The same without a network (``httpx.MockTransport`` inside both clients): the
    transport's own cost per request, in microseconds, free of the network's noise.
 3. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing
 from pathlib import Path
@@ -148,6 +151,42 @@ def overhead(ours: Variant, bare: Variant) -> str:
 # -- 1. limiter acquire -------------------------------------------------------------------
 
 
+class _DesignFloor:
+    """The least an acquire with our guarantees can cost here, as a measuring stick (not
+    the library's code): thread-safe (a lock), one GCRA step on a dict entry, a record a
+    cancel could give back, awaited as a coroutine. No keys, no checks, no options."""
+
+    __slots__ = ("_interval", "_lead", "_lock", "_tats")
+
+    def __init__(self, interval: float, lead: float) -> None:
+        self._interval, self._lead = interval, lead
+        self._lock = threading.Lock()
+        self._tats: dict[str, float] = {}
+
+    def reserve(self, key: str) -> _Record:
+        self._lock.acquire()
+        try:
+            now = time.monotonic()
+            before = self._tats.get(key, now)
+            slot = (before if before > now else now) - self._lead
+            if slot < now:
+                slot = now
+            tat = self._tats[key] = (before if before > slot else slot) + self._interval
+        finally:
+            self._lock.release()
+        return _Record(slot - now, (tat, before))
+
+    async def areserve(self, key: str) -> _Record:
+        return self.reserve(key)
+
+
+class _Record:
+    __slots__ = ("charge", "wait")
+
+    def __init__(self, wait: float, charge: tuple[float, float]) -> None:
+        self.wait, self.charge = wait, charge
+
+
 async def bench_acquire(args: argparse.Namespace) -> list[str]:
     limiter = Limiter([Limit(GENEROUS, burst=GENEROUS_BURST)], namespace="bench")
     buckets = limiter.buckets
@@ -178,12 +217,35 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
             if reservation.wait > 0:
                 waited.append(reservation.wait)
 
+    keys = limiter.keys_for(ip, API_KEY)
+
+    async def ours_async_keys_in_hand(n: int) -> None:
+        for _ in range(n):
+            reservation = await backend.areserve(keys, buckets, max_wait=None)
+            if reservation.wait > 0:
+                waited.append(reservation.wait)
+
+    async def ours_sync_keys_in_hand(n: int) -> None:
+        for _ in range(n):
+            reservation = sync_backend.reserve(keys, buckets, max_wait=None)
+            if reservation.wait > 0:
+                waited.append(reservation.wait)
+
+    design_floor = _DesignFloor(buckets[0].interval, buckets[0].lead)
+
+    async def floor_async(n: int) -> None:
+        for _ in range(n):
+            await design_floor.areserve("key")
+
     reference = Variant("aiolimiter AsyncLimiter.acquire()", aiolimiter_acquire)
     variants = [
         Variant("time.monotonic() floor", floor),
         reference,
         Variant("ours: keys + MemoryBackend.areserve", ours_async),
         Variant("ours: keys + MemoryBackend.reserve (sync)", ours_sync),
+        Variant("ours: MemoryBackend.areserve, keys in hand", ours_async_keys_in_hand),
+        Variant("ours: MemoryBackend.reserve (sync), keys in hand", ours_sync_keys_in_hand),
+        Variant("design floor: lock + GCRA step + give-back record, async", floor_async),
     ]
     await interleave([variants], rounds=args.rounds, n=args.acquires, seed=args.seed)
     if waited:
