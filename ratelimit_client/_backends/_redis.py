@@ -376,13 +376,12 @@ class RedisBackend:
         self._learned_prefix = f"{{{namespace}}}:learned:v1:"
         self._packed: dict[tuple[object, ...], typing.Any] = {}
         self._noscript = redis.exceptions.NoScriptError
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[typing.Any, _Scripts]] = (
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[typing.Any, _Scripts, typing.Any]] = (
             weakref.WeakKeyDictionary()
         )
         self._connecting = threading.Lock()
         self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._scripts: _Scripts = {}
-        self._direct = False
         self._pool: redis.ConnectionPool | None = None  # a single server's, for _evalsha
         if cluster:
             # The cluster client is made on first use (see _sync_client): redis-py's reads
@@ -397,15 +396,7 @@ class RedisBackend:
         else:
             self._client = client = self._single_server_client(url, socket_timeout, client_options)
             self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
-            # Scripts go straight to a pooled connection (see _evalsha) unless the client
-            # holds one connection of its own, or its pool predates get_connection()
-            # without arguments (redis-py < 5.3).
-            get_connection = inspect.signature(client.connection_pool.get_connection)
-            command_name = get_connection.parameters.get("command_name")
-            self._direct = client.connection is None and (
-                command_name is None or command_name.default is not inspect.Parameter.empty
-            )
-            self._pool = client.connection_pool
+            self._pool = _direct_pool(client)
 
     def _single_server_client(
         self, url: str, socket_timeout: float | None, client_options: typing.Mapping[str, typing.Any]
@@ -523,32 +514,25 @@ class RedisBackend:
 
     def _run(self, call: Call) -> typing.Any:
         try:
-            script = self._scripts.get(call[0]) if self._direct else None
+            script = self._scripts.get(call[0]) if self._pool is not None else None
             if script is not None:
-                return self._evalsha(script, call[1], call[2])
+                return self._evalsha(self._pool, script, call[1], call[2])
             return self._send(*self._sync_client(), call)
         except Exception as exc:
             raise self._error(exc) from exc
 
-    def _evalsha(self, script: redis.commands.core.Script, keys: list[str], args: list[str]) -> typing.Any:
-        """One EVALSHA on a pooled connection, through redis-py's connection API (as its
-        pipelines use it) rather than :meth:`redis.Redis.execute_command`, whose
-        per-command machinery (observability hooks, HIMPORT dispatch, option plumbing,
-        the Script wrapper) cost more Python per acquire than the round trip's own. Same
-        pool, retry policy and disconnect on error; a NOSCRIPT goes to redis-py's Script,
-        which loads the script and runs it again."""
-        # Set whenever _direct is (a single server's client); no cast: a call per acquire.
-        pool: redis.ConnectionPool = self._pool  # type: ignore[assignment]
+    # _evalsha and _aevalsha: one EVALSHA on a pooled connection, through redis-py's
+    # connection API (as its pipelines use it) rather than the client's execute_command,
+    # whose per-command machinery (observability hooks, HIMPORT dispatch, option plumbing,
+    # the Script wrapper) costs more Python per acquire than the round trip's own. Same
+    # pool, retry policy and disconnect on error; a NOSCRIPT goes to redis-py's Script,
+    # which loads the script and runs it again. The two differ only in awaiting.
+    def _evalsha(
+        self, pool: typing.Any, script: redis.commands.core.Script, keys: list[str], args: list[str]
+    ) -> typing.Any:
         conn: typing.Any = pool.get_connection()  # Any: redis-py's connection methods are untyped
         try:
-            # The packed command, cached: a transport sends the same few, and packing one
-            # costs ~6 µs. Every connection of a pool packs alike.
-            cache_key = (script.sha, len(keys), *keys, *args)
-            packed = self._packed.get(cache_key)
-            if packed is None:
-                if len(self._packed) >= _PACKED_CACHE_SIZE:
-                    self._packed.clear()
-                packed = self._packed[cache_key] = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            packed = self._packed_command(conn, script, keys, args)
 
             def round_trip() -> typing.Any:
                 conn.send_packed_command(packed)
@@ -559,26 +543,63 @@ class RedisBackend:
             except self._noscript:
                 pass
         finally:
-            # As execute_command does: a connection a maintenance notice marked is dropped.
-            should_reconnect = getattr(conn, "should_reconnect", None)
-            if should_reconnect is not None and should_reconnect():
+            if _marked_for_reconnect(conn):
                 conn.disconnect()
             pool.release(conn)
         return script(keys=keys, args=args)
 
+    async def _aevalsha(self, pool: typing.Any, script: typing.Any, keys: list[str], args: list[str]) -> typing.Any:
+        conn: typing.Any = await pool.get_connection()
+        try:
+            packed = self._packed_command(conn, script, keys, args)
+
+            async def round_trip() -> typing.Any:
+                await conn.send_packed_command(packed)
+                return await conn.read_response()
+
+            async def disconnect(_: Exception) -> None:
+                await conn.disconnect()
+
+            try:
+                return await conn.retry.call_with_retry(round_trip, disconnect)
+            except self._noscript:
+                pass
+        finally:
+            if _marked_for_reconnect(conn):
+                await conn.disconnect()
+            await pool.release(conn)
+        return await script(keys=keys, args=args)
+
+    def _packed_command(self, conn: typing.Any, script: typing.Any, keys: list[str], args: list[str]) -> typing.Any:
+        """The EVALSHA packed for the wire, cached: a transport sends the same few, and
+        packing one costs ~6 µs. Every connection of either client packs alike (one URL,
+        one set of options)."""
+        cache_key = (script.sha, len(keys), *keys, *args)
+        packed = self._packed.get(cache_key)
+        if packed is None:
+            if len(self._packed) >= _PACKED_CACHE_SIZE:
+                self._packed.clear()
+            packed = self._packed[cache_key] = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return packed
+
     async def _arun(self, call: Call) -> typing.Any:
         if sniffio.current_async_library() != "asyncio":
             return await anyio.to_thread.run_sync(self._run, call)
-        client, scripts = self._async_client()
+        client, scripts, pool = self._async_client()
         # Shielded: a reply abandoned half-way would leave capacity taken that no one
         # gives back. The wait is bounded by the socket timeout.
         with anyio.CancelScope(shield=True):
             try:
+                script = scripts.get(call[0]) if pool is not None else None
+                if script is not None:
+                    return await self._aevalsha(pool, script, call[1], call[2])
                 return await self._send(client, scripts, call)
             except Exception as exc:
                 raise self._error(exc) from exc
 
-    def _async_client(self) -> tuple[typing.Any, _Scripts]:
+    def _async_client(self) -> tuple[typing.Any, _Scripts, typing.Any]:
+        """This loop's asyncio client, its scripts, and its pool if scripts go straight to
+        its connections (see _aevalsha), else None."""
         # An asyncio client's connections belong to the loop that made them.
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
@@ -591,7 +612,9 @@ class RedisBackend:
                 if self._cluster
                 else redis.asyncio.Redis.from_url(self._url, **self._options)
             )
-            found = self._async[loop] = (client, {name: client.register_script(t) for name, t in SCRIPTS.items()})
+            scripts = {name: client.register_script(t) for name, t in SCRIPTS.items()}
+            pool = None if self._cluster else _direct_pool(client)
+            found = self._async[loop] = (client, scripts, pool)
         return found
 
     def _error(self, exc: Exception) -> BackendError:
@@ -647,6 +670,25 @@ class RedisBackend:
             if found is not None:
                 await found[0].aclose()
         self.close()
+
+
+def _direct_pool(client: typing.Any) -> typing.Any:
+    """``client``'s connection pool, if scripts can go straight to its connections: not when
+    the client holds one connection of its own, nor when its pool predates
+    ``get_connection()`` without arguments (redis-py < 5.3)."""
+    if getattr(client, "single_connection_client", False) or getattr(client, "connection", None) is not None:
+        return None
+    pool = client.connection_pool
+    command_name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if command_name is not None and command_name.default is inspect.Parameter.empty:
+        return None
+    return pool
+
+
+def _marked_for_reconnect(conn: typing.Any) -> bool:
+    # As execute_command does: a connection a maintenance notice marked is dropped.
+    should_reconnect = getattr(conn, "should_reconnect", None)
+    return should_reconnect is not None and bool(should_reconnect())
 
 
 def _text(value: bytes | str | None) -> str | None:

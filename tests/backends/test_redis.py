@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import socket
 import struct
@@ -14,6 +16,7 @@ import anyio
 import httpx
 import pytest
 import redis
+import redis.asyncio.connection
 import redis.cluster
 import redis.connection
 from hypothesis import given
@@ -50,15 +53,80 @@ def test_one_command_per_acquire(private_redis: PrivateRedis, monkeypatch: pytes
     ]
     # The learned value rides in the same reply.
     assert learned == [None, '{"rate": 0.5}'] + [None] * 48
-    # Client side: 50 acquires sent 50 commands, each an EVALSHA.
-    assert len(sent) == 50
-    assert all(b"EVALSHA" in command for command in sent)
-    # Server side: 50 EVALSHAs; the rest ran inside the script (TIME, GET, SET: no round trips).
-    calls = {name: value["calls"] for name, value in admin.info("commandstats").items()}
-    assert calls["cmdstat_evalsha"] == 50
-    assert set(calls) <= {"cmdstat_evalsha", "cmdstat_time", "cmdstat_get", "cmdstat_set", "cmdstat_config|resetstat"}
+    assert_one_evalsha_each(50, sent, admin)
     admin.close()
     backend.close()
+
+
+def assert_one_evalsha_each(acquires: int, sent: list[bytes], admin: redis.Redis) -> None:
+    # Client side: one command per acquire, each an EVALSHA.
+    assert len(sent) == acquires
+    assert all(b"EVALSHA" in command for command in sent)
+    # Server side: as many EVALSHAs; the rest ran inside the script (TIME, GET, SET: no round trips).
+    calls = {name: value["calls"] for name, value in admin.info("commandstats").items()}
+    assert calls["cmdstat_evalsha"] == acquires
+    assert set(calls) <= {"cmdstat_evalsha", "cmdstat_time", "cmdstat_get", "cmdstat_set", "cmdstat_config|resetstat"}
+
+
+def test_one_command_per_async_acquire(private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On asyncio, the same straight path to a pooled connection (trio's calls run the sync
+    client in a worker thread, counted above)."""
+    sent: list[bytes] = []
+    send = redis.asyncio.connection.Connection.send_packed_command
+
+    async def counting(
+        self: redis.asyncio.connection.Connection, command: typing.Any, check_health: bool = True
+    ) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        await send(self, command, check_health)
+
+    async def main() -> list[str | None]:
+        backend = RedisBackend(private_redis.url, namespace="acount")
+        await backend.areserve(["warm"], [BUCKET], max_wait=None)  # loads the script once
+        await backend.alearn("k1", '{"rate": 0.5}', 60.0)
+        monkeypatch.setattr(redis.asyncio.connection.Connection, "send_packed_command", counting)
+        admin.config_resetstat()
+        learned = [
+            (await backend.areserve([f"k{i}", "shared"], [BUCKET, Bucket(0.001, 1)], max_wait=None)).learned
+            for i in range(50)
+        ]
+        await backend.aclose()
+        return learned
+
+    admin = redis.Redis.from_url(private_redis.url)
+    assert asyncio.run(main()) == [None, '{"rate": 0.5}'] + [None] * 48
+    assert_one_evalsha_each(50, sent, admin)
+    admin.close()
+
+
+def test_the_async_path_reloads_a_flushed_script_and_drops_a_killed_connection(private_redis: PrivateRedis) -> None:
+    """As the sync path does; a client holding one connection keeps redis-py's path."""
+    admin = redis.Redis.from_url(private_redis.url)
+
+    async def main() -> None:
+        pooled = RedisBackend(private_redis.url, namespace="akilled")
+        single = RedisBackend(private_redis.url, namespace="asingle", single_connection_client=True)
+        for backend in (pooled, single):
+            assert (await backend.areserve(["k"], [BUCKET], max_wait=None)).wait == 0.0
+            again = await backend.areserve(["k"], [BUCKET], max_wait=None)
+            assert again.wait == pytest.approx(10.0, abs=0.1)
+            await backend.acancel(again)
+        assert pooled._async_client()[2] is not None  # the straight path
+        assert single._async_client()[2] is None  # redis-py's
+        admin.script_flush()
+        assert (await pooled.areserve(["k"], [BUCKET], max_wait=None)).wait == pytest.approx(10.0, abs=0.1)
+        admin.client_kill_filter(_type="normal", skipme=True)
+        # redis-py's asyncio client retries nothing by default: the first call on a killed
+        # connection may fail, as on redis-py's own path. The dead connection is dropped,
+        # not pooled again: the next call works.
+        with contextlib.suppress(BackendError):
+            await pooled.areserve(["k"], [BUCKET], max_wait=None)
+        assert (await pooled.areserve(["fresh"], [BUCKET], max_wait=None)).wait == 0.0
+        for backend in (pooled, single):
+            await backend.aclose()
+
+    asyncio.run(main())
+    admin.close()
 
 
 def test_learn_is_one_set_with_a_ttl_beside_the_bucket_keys(private_redis: PrivateRedis) -> None:
