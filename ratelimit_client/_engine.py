@@ -59,6 +59,11 @@ class RequestStats:
     retry_wait: float  # seconds spent backing off between attempts
 
 
+# Most requests go at once, first try: frozen, so one instance serves them all (building
+# a frozen dataclass costs ~0.5 µs, a thirtieth of the whole layer).
+_AT_ONCE = RequestStats(1, 0.0, 0.0)
+
+
 @dataclasses.dataclass(slots=True)
 class _Progress:
     tally: Tally
@@ -361,7 +366,11 @@ class Engine:
         self.monitor.failed(Event("retrying", message, what, progress.attempts, wait, outcome.reason))
 
     def _finish(self, request: httpx.Request, outcome: Outcome, progress: _Progress) -> httpx.Response:
-        stats = RequestStats(progress.attempts, progress.slot_wait, progress.retry_wait)
+        stats = (
+            _AT_ONCE
+            if progress.attempts == 1 and not progress.slot_wait and not progress.retry_wait
+            else RequestStats(progress.attempts, progress.slot_wait, progress.retry_wait)
+        )
         if outcome.kind == "ok":
             response = typing.cast("httpx.Response", outcome.value)
             response.extensions[EXTENSION] = stats
