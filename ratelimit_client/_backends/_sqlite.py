@@ -348,6 +348,8 @@ def _encode_holes(holes: tuple[tuple[float, float], ...]) -> str:
 
 
 def _decode_holes(text: str) -> tuple[tuple[float, float], ...]:
+    if not text:  # no holes: nearly every row, on every request
+        return ()
     numbers = [float(part) for part in text.split()]
     return tuple(zip(numbers[::2], numbers[1::2], strict=True))
 
