@@ -147,23 +147,20 @@ def test_default_transactions_overshoot_and_ours_do_not(tmp_path: pathlib.Path) 
             overshoots.append(sum(fleet.release()))
     assert max(overshoots) > _procs.BURST, overshoots
 
-    ours_db = str(tmp_path / "ours.sqlite3")
-    SQLiteBackend(ours_db).close()  # create the schema before the race
-    for _ in range(3):
-        with workers(_procs.ours, (ours_db,), 4) as fleet:
-            assert sum(fleet.release()) == _procs.BURST
-        with sqlite3.connect(ours_db) as conn:
-            conn.execute("DELETE FROM ratelimit_v1")
-        conn.close()
+    assert_exactly_the_burst(_procs.ours, tmp_path / "ours.sqlite3")
 
 
 def test_async_calls_racing_across_processes_and_threads_take_exactly_the_burst(tmp_path: pathlib.Path) -> None:
     """Four processes, each reserving from its event loop (on the loop, or in a worker
     thread when the file is busy) and from a thread at once: exactly the burst admitted."""
-    path = str(tmp_path / "async.sqlite3")
+    assert_exactly_the_burst(_procs.ours_async, tmp_path / "async.sqlite3")
+
+
+def assert_exactly_the_burst(target: typing.Callable[..., None], path: pathlib.Path) -> None:
+    """Four processes race ``target`` for the burst, three times: exactly the burst each time."""
     SQLiteBackend(path).close()  # create the schema before the race
     for _ in range(3):
-        with workers(_procs.ours_async, (path,), 4) as fleet:
+        with workers(target, (str(path),), 4) as fleet:
             assert sum(fleet.release()) == _procs.BURST
         with sqlite3.connect(path) as conn:
             conn.execute("DELETE FROM ratelimit_v1")
