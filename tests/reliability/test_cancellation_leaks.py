@@ -101,7 +101,8 @@ def _next_wait(transport: AsyncRateLimitTransport) -> float:
 
 async def test_cancelled_while_reserving_on_a_locked_sqlite_file(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "limits.sqlite3"
-    transport = _limited(backend=SQLiteBackend(path))
+    backend = SQLiteBackend(path)
+    transport = _limited(backend=backend)
     request = httpx.Request("GET", "https://api.test/")
     inner = httpx.MockTransport(lambda request: httpx.Response(200))
     transport._io.transport = inner
@@ -120,6 +121,7 @@ async def test_cancelled_while_reserving_on_a_locked_sqlite_file(tmp_path: pathl
     assert transport.statistics().waiting == 0
     assert 0 < _next_wait(transport) <= 10.0
     await transport.aclose()
+    await backend.aclose()  # passed in, so the transport does not own it
 
 
 async def test_cancelled_while_sending_leaves_no_connection(serve: Serve) -> None:

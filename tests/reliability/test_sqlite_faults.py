@@ -78,9 +78,11 @@ def test_an_immutable_file_fails_clearly_then_carries_on(tmp_path: pathlib.Path)
                 other.reserve(["k"], [BUCKET], max_wait=None)
             assert str(path) in str(caught.value)
             # A process starting now cannot open it for writing either, and says so.
+            starting = SQLiteBackend(path)
             with pytest.raises(BackendError, match="readonly") as caught:
-                SQLiteBackend(path).reserve(["k"], [BUCKET], max_wait=None)
+                starting.reserve(["k"], [BUCKET], max_wait=None)
             assert str(path) in str(caught.value)
+            starting.close()
         # Writable again: both carry on from the state they had (nothing minted meanwhile).
         assert other.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(10.0, abs=0.5)
         limiter = transport._shared.limiter
