@@ -209,7 +209,7 @@ class SQLiteBackend:
 
     def close(self) -> None:
         with self._lock:
-            self._drop(close=True)
+            self._drop()
 
     async def areserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
@@ -252,8 +252,10 @@ class SQLiteBackend:
         # since use the new file), so follow the path to whatever file is there now.
         pid, file = os.getpid(), _identity(self.path)
         if self._pid != pid or self._file != file:
-            # Closing a parent's connection in a child would release the parent's locks.
-            self._drop(close=self._pid == pid)
+            # In a child, the parent's connections are closed before it opens its own, so
+            # closing them releases no lock of the child's (POSIX locks are per process:
+            # none of the parent's are affected). Dropping them would close them anyway.
+            self._drop()
         conn = self._conns.get(wait)
         if conn is None:
             conn = self._conns[wait] = self._open(wait=wait)
@@ -285,10 +287,9 @@ class SQLiteBackend:
             raise self._error(exc, wait=wait) from exc
         return conn
 
-    def _drop(self, *, close: bool) -> None:
-        if close:
-            for conn in self._conns.values():
-                conn.close()
+    def _drop(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
         self._conns.clear()
 
     @contextlib.contextmanager
