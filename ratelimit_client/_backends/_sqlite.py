@@ -247,9 +247,11 @@ class SQLiteBackend:
         return await anyio.to_thread.run_sync(functools.partial(operation, wait=True))
 
     def _connection(self, *, wait: bool = True) -> sqlite3.Connection:
-        # A connection must not cross a fork: the child opens its own. Nor outlive its file:
-        # a file deleted or replaced under us would split the fleet (processes started
-        # since use the new file), so follow the path to whatever file is there now.
+        # A connection must not cross a fork: the child opens its own (copies of the
+        # parent's would go on writing to a WAL that the parent's last close deletes).
+        # Nor outlive its file: a file deleted or replaced under us would split the fleet
+        # (processes started since use the new file), so follow the path to whatever
+        # file is there now.
         pid, file = os.getpid(), _identity(self.path)
         if self._pid != pid or self._file != file:
             # In a child, the parent's connections are closed before it opens its own, so

@@ -7,6 +7,7 @@ and reports its result on ``out``.
 from __future__ import annotations
 
 import functools
+import multiprocessing.connection
 import multiprocessing.synchronize
 import os
 import sqlite3
@@ -115,6 +116,57 @@ def naive(path: str, go: Event, out: Queue) -> None:
             taken += 1
         conn.commit()
     out.put(taken)
+
+
+def forked(path: str, results: multiprocessing.connection.Connection) -> None:
+    """Reserve through one SQLiteBackend, fork, close it in the parent, and reserve
+    through the same object in the child and then in the parent again, sync and async.
+
+    Sends (granted before the fork, by the child, by the parent while the child still
+    runs, by the parent once more, by the parent on another key, the file's integrity
+    check). Runs in a fresh single-threaded process: forking one with threads is unsafe,
+    and a multiprocessing queue starts a thread, so the two talk through pipes."""
+    backend = SQLiteBackend(path, namespace="fork")
+
+    def take(rounds: int, key: str = "k") -> int:
+        async def both() -> int:
+            granted = 0
+            for _ in range(rounds):
+                granted += backend.reserve([key], [BUCKET], max_wait=0).granted
+                granted += (await backend.areserve([key], [BUCKET], max_wait=0)).granted
+            return granted
+
+        return anyio.run(both)
+
+    before = take(3)  # both connections open: the sync one and the event loop's
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            os.read(to_child, 1)  # the parent has closed its connections
+            os.write(from_child, b"%d" % take(5))
+            os.read(to_child, 1)  # the parent is done
+            backend.close()
+            code = 0
+        finally:
+            os._exit(code)
+    # The last connection to close checkpoints and deletes the WAL: a child still
+    # writing through copies of the parent's connections would write to a deleted file.
+    backend.close()
+    os.write(from_parent, b"g")
+    by_child = int(os.read(to_parent, 16) or b"-1")
+    meanwhile, after, other = take(2), take(1), take(1, key="other")
+    os.write(from_parent, b"f")
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        by_child = -1
+    backend.close()
+    with sqlite3.connect(path) as conn:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+    results.send((before, by_child, meanwhile, after, other, integrity))
 
 
 def hold(path: str, go: Event, out: Queue) -> None:

@@ -186,3 +186,27 @@ def test_a_process_killed_inside_its_transaction_does_not_stop_the_others(tmp_pa
         assert waiting.reserve(["k"], [Bucket(1.0, 1)], max_wait=None).wait == 0.0
         assert waiting.reserve(["k"], [Bucket(1.0, 1)], max_wait=None).wait == pytest.approx(1.0, abs=0.1)
         waiting.close()
+
+
+def test_a_forked_child_shares_the_bucket_after_the_parent_closes(tmp_path: pathlib.Path) -> None:
+    """One SQLiteBackend object used before os.fork(), closed in the parent, then used by
+    the child and by the parent again: the child's reservations land in the one shared
+    bucket (through connections of its own, not copies of the parent's)."""
+    receive, send = CONTEXT.Pipe(duplex=False)
+    worker = CONTEXT.Process(target=_procs.forked, args=(str(tmp_path / "fork.sqlite3"), send))
+    worker.start()
+    send.close()
+    try:
+        assert receive.poll(60)
+        before, by_child, meanwhile, after, other, integrity = receive.recv()
+    finally:
+        worker.join(30)
+        if worker.is_alive():
+            worker.kill()
+    assert worker.exitcode == 0
+    # 6 + 10 + 4 is the burst; a child charge the parent cannot see would leave room after.
+    assert (before, by_child, meanwhile) == (6, 10, 4)
+    assert before + by_child + meanwhile == _procs.BURST
+    assert after == 0
+    assert other == 2
+    assert integrity == "ok"
