@@ -419,23 +419,42 @@ class Engine:
 
 def _has_rate_fields(response: httpx.Response) -> bool:
     """Whether any header name holds "ratelimit" (RateLimit*, X-RateLimit-*)."""
-    # Most responses have none: look at the raw names, before httpx decodes every header,
-    # in one pass in C over all of them (a loop per name costs twice as much, and this
-    # runs on every response). Names hold no newline, so no match spans two of them.
-    return b"ratelimit" in b"\n".join([name for name, _ in response.headers.raw]).lower()
+    # Most responses have none: look at the lower-case names, before httpx decodes every
+    # header, in one pass in C over all of them (a loop per name costs twice as much, and
+    # this runs on every response). Names hold no newline, so no match spans two of them.
+    return b"ratelimit" in b"\n".join([lower for _, lower, _ in _triples(response.headers)])
+
+
+def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:
+    """One header's value by its lower-case name, without httpx decoding them all."""
+    for _, lower, value in _triples(headers):
+        if lower == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _keeps_triples() -> bool:
+    """Whether httpx keeps each header as (name, lower-case name, value) in ``Headers._list``."""
+    headers = httpx.Headers([(b"X-Ab", b"1")])
+    return getattr(headers, "_list", None) == [(b"X-Ab", b"x-ab", b"1")]
+
+
+# Both scans above run on every request, and httpx's public ``Headers.raw`` builds a
+# new list of pairs on every read (half of their cost): read the triples httpx keeps
+# when it keeps them as it does today (checked once, at import; tests/test_transport.py
+# fails if it stops), else build them from ``raw``.
+_HTTPX_TRIPLES = _keeps_triples()
+
+
+def _triples(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
+    if _HTTPX_TRIPLES:
+        return headers._list
+    return [(name, name.lower(), value) for name, value in headers.raw]
 
 
 def _where(url: httpx.URL) -> tuple[str, int]:
     """The host and port a request goes to: what the local IP depends on."""
     return url.host, url.port or (443 if url.scheme == "https" else 80)
-
-
-def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:
-    """One header's value by its lower-case name, without httpx decoding them all."""
-    for key, value in headers.raw:
-        if len(key) == len(name) and key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _last(state: tenacity.RetryCallState) -> Outcome:

@@ -8,7 +8,15 @@ import httpx
 import pytest
 from _support import FakeClock
 
-from ratelimit_client import AsyncRateLimitTransport, Event, MemoryBackend, RateLimited, RateLimitTransport, RetryPolicy
+from ratelimit_client import (
+    AsyncRateLimitTransport,
+    Event,
+    MemoryBackend,
+    RateLimited,
+    RateLimitTransport,
+    RetryPolicy,
+    _engine,
+)
 from ratelimit_client._engine import _has_rate_fields
 
 URL = "http://api.test/upload"
@@ -268,5 +276,9 @@ async def test_an_async_waker_also_queues_behind_another_process_pause() -> None
         ([], False),
     ],
 )
-def test_only_responses_with_rate_fields_go_to_the_learner(headers: list[tuple[str, str]], expected: bool) -> None:
+@pytest.mark.parametrize("httpx_triples", [True, False], ids=["httpx-triples", "public-raw"])
+def test_only_responses_with_rate_fields_go_to_the_learner(
+    headers: list[tuple[str, str]], expected: bool, httpx_triples: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_engine, "_HTTPX_TRIPLES", httpx_triples)
     assert _has_rate_fields(httpx.Response(200, headers=headers)) is expected

@@ -31,6 +31,7 @@ from ratelimit_client import (
     RetryPolicy,
     ServerError,
     ServerWaitTooLong,
+    _engine,
 )
 
 pytestmark = pytest.mark.anyio
@@ -456,3 +457,35 @@ async def test_the_async_transport_wraps_and_closes_its_inner_transport(mode: st
     async with httpx.AsyncClient(transport=transport) as client:
         assert (await client.get(URL)).status_code == 204
     assert closed == ["inner"]
+
+
+# -- reading headers on every request --
+
+
+def test_httpx_keeps_the_header_triples_the_request_path_reads() -> None:
+    # The per-request header scans read httpx's private Headers._list (see
+    # _engine._triples). An httpx release that changes it must fail here, not quietly
+    # send every request down the slower path.
+    assert _engine._HTTPX_TRIPLES
+
+
+@pytest.mark.parametrize("httpx_triples", [True, False], ids=["httpx-triples", "public-raw"])
+def test_the_api_key_is_read_alike_either_way(httpx_triples: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_engine, "_HTTPX_TRIPLES", httpx_triples)
+    headers = httpx.Headers([("X-Authorization-Hint", "no"), ("AUTHORIZATION", "Bearer k-1"), ("Accept", "*/*")])
+    assert _engine._raw_header(headers, b"authorization") == headers["authorization"] == "Bearer k-1"
+    assert _engine._raw_header(httpx.Headers({"Accept": "*/*"}), b"authorization") is None
+    # Per key, a bucket of its own: one request a minute each, and a third must wait.
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda r: httpx.Response(204)),
+        rate="1/minute",
+        burst=1,
+        max_wait=0,
+        ip="192.0.2.1",
+        backend=MemoryBackend(),
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get(URL, headers={"Authorization": "Bearer one"}).status_code == 204
+        assert client.get(URL, headers={"authorization": "Bearer two"}).status_code == 204
+        with pytest.raises(MaxWaitExceeded):
+            client.get(URL, headers={"Authorization": "Bearer one"})
