@@ -422,7 +422,9 @@ def _has_rate_fields(response: httpx.Response) -> bool:
     # Most responses have none: look at the lower-case names, before httpx decodes every
     # header, in one pass in C over all of them (a loop per name costs twice as much, and
     # this runs on every response). Names hold no newline, so no match spans two of them.
-    return b"ratelimit" in b"\n".join([lower for _, lower, _ in _triples(response.headers)])
+    # find(), not ``in``: bytes.__contains__ first tries its argument as an integer and
+    # raises and clears a TypeError every time, three times the cost.
+    return b"\n".join([lower for _, lower, _ in _triples(response.headers)]).find(b"ratelimit") >= 0
 
 
 def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:
