@@ -108,7 +108,7 @@ class Engine:
         self._budget_lock = threading.Lock()
         self._local_ips: dict[tuple[str, int], str] = {}
         # (Authorization header, host, port, scheme) -> storage keys: see _known_keys.
-        self._identities: dict[tuple[str | None, str, int | None, str], tuple[str, ...]] = {}
+        self._identities: dict[tuple[bytes | None, str, int | None, str], tuple[str, ...]] = {}
         self._deposited = 0  # requests already paid into the retry budget
         self._reset_formats = dict(reset_formats or {})
         buckets = limiter.buckets
@@ -145,7 +145,9 @@ class Engine:
     def _known_keys(self, request: httpx.Request) -> tuple[str, ...] | None:
         """The request's storage keys, or None while the local IP towards its host is unknown."""
         # Cached by what they are derived from, as it comes: one look-up per request
-        # instead of parsing the Authorization header and hashing its key each time.
+        # instead of parsing the Authorization header and hashing its key each time. The
+        # header's bytes as they are: a client's default header is the same bytes object
+        # on every request, which keeps its hash.
         url = request.url
         auth = None if self._api_key else _raw_header(request.headers, b"authorization")
         identity = (auth, url.host, url.port, url.scheme)
@@ -169,7 +171,10 @@ class Engine:
         return typing.cast("tuple[str, ...]", self._known_keys(request))
 
     def _api_key_of(self, request: httpx.Request) -> str | None:
-        return self._api_key or api_key_from_authorization(_raw_header(request.headers, b"authorization"))
+        if self._api_key:
+            return self._api_key
+        auth = _raw_header(request.headers, b"authorization")
+        return api_key_from_authorization(None if auth is None else auth.decode("latin-1"))
 
     def _retry(
         self, request: httpx.Request, replay: Replay, keys: tuple[str, ...], progress: _Progress, outcome: Outcome
@@ -427,11 +432,11 @@ def _has_rate_fields(response: httpx.Response) -> bool:
     return b"\n".join([lower for _, lower, _ in _triples(response.headers)]).find(b"ratelimit") >= 0
 
 
-def _raw_header(headers: httpx.Headers, name: bytes) -> str | None:
-    """One header's value by its lower-case name, without httpx decoding them all."""
+def _raw_header(headers: httpx.Headers, name: bytes) -> bytes | None:
+    """One header's raw value by its lower-case name, without httpx decoding them all."""
     for _, lower, value in _triples(headers):
         if lower == name:
-            return value.decode("latin-1")
+            return value
     return None
 
 

@@ -473,7 +473,7 @@ def test_httpx_keeps_the_header_triples_the_request_path_reads() -> None:
 def test_the_api_key_is_read_alike_either_way(httpx_triples: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_engine, "_HTTPX_TRIPLES", httpx_triples)
     headers = httpx.Headers([("X-Authorization-Hint", "no"), ("AUTHORIZATION", "Bearer k-1"), ("Accept", "*/*")])
-    assert _engine._raw_header(headers, b"authorization") == headers["authorization"] == "Bearer k-1"
+    assert _engine._raw_header(headers, b"authorization") == headers["authorization"].encode() == b"Bearer k-1"
     assert _engine._raw_header(httpx.Headers({"Accept": "*/*"}), b"authorization") is None
     # Per key, a bucket of its own: one request a minute each, and a third must wait.
     transport = RateLimitTransport(
