@@ -128,8 +128,9 @@ def replay_for(request: httpx.Request) -> Replay | None:
     if isinstance(stream, httpx.ByteStream):
         if type(stream) is httpx.ByteStream:
             # httpx's iterates with an async generator, which an upload cut mid-way
-            # abandons (see _AsyncChunks): the same bytes, without one.
-            request.stream = _Bytes(b"".join(stream))
+            # abandons (see _AsyncChunks): the same bytes, without one. read() returns
+            # the bytes httpx already holds (joining the stream only if it holds none).
+            request.stream = _Bytes(request.read())
         return Replay(request)
     # httpx wraps a file passed as ``content=`` in an IteratorByteStream that reads it
     # with .read(); a second pass would start at EOF and send an empty body.

@@ -53,6 +53,13 @@ async def test_bytes_are_sent_whole_on_every_attempt(mode: str) -> None:
     _check(recorder, response)
 
 
+async def test_a_byte_stream_passed_as_the_stream_is_sent_whole_on_every_attempt(mode: str) -> None:
+    # httpx holds the bytes of content=...; of stream=ByteStream(...) it holds none.
+    recorder = Recorder(_replies())
+    response = await Harness(mode, recorder).request("PUT", stream=httpx.ByteStream(PAYLOAD))
+    _check(recorder, response)
+
+
 async def test_a_one_shot_stream_is_read_once_and_replayed(mode: str) -> None:
     recorder = Recorder(_replies())
     pulls: list[int] = []
