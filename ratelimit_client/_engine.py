@@ -377,7 +377,8 @@ class Engine:
             else RequestStats(progress.attempts, progress.slot_wait, progress.retry_wait)
         )
         if outcome.kind == "ok":
-            response = typing.cast("httpx.Response", outcome.value)
+            response = outcome.value
+            assert isinstance(response, httpx.Response)  # an "ok" outcome holds the response
             response.extensions[EXTENSION] = stats
             # When already OK, succeeded() would change nothing: skip describing the request.
             if response.status_code < 500 and self.monitor.status is not Status.OK:
