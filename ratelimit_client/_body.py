@@ -14,7 +14,7 @@ import typing
 
 import httpx
 
-__all__ = ["DEFAULT_SPOOL_THRESHOLD", "Replay", "Spool", "replay_for"]
+__all__ = ["DEFAULT_SPOOL_THRESHOLD", "Replay", "Spool", "for_async_send", "replay_for"]
 
 DEFAULT_SPOOL_THRESHOLD = 25 * 1024 * 1024  # W&B's per-request guidance
 _CHUNK = 64 * 1024
@@ -126,11 +126,6 @@ def replay_for(request: httpx.Request) -> Replay | None:
     """A :class:`Replay` when the body can be replayed as it is, else None (spool it)."""
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
-        if type(stream) is httpx.ByteStream:
-            # httpx's iterates with an async generator, which an upload cut mid-way
-            # abandons (see _AsyncChunks): the same bytes, without one. read() returns
-            # the bytes httpx already holds (joining the stream only if it holds none).
-            request.stream = _Bytes(request.read())
         return Replay(request)
     # httpx wraps a file passed as ``content=`` in an IteratorByteStream that reads it
     # with .read(); a second pass would start at EOF and send an empty body.
@@ -138,6 +133,17 @@ def replay_for(request: httpx.Request) -> Replay | None:
     if inner is not None and _seekable(inner):
         return Replay(request, file=typing.cast("typing.IO[bytes]", inner))
     return None
+
+
+def for_async_send(request: httpx.Request) -> httpx.Request:
+    """``request``, ready to go to an async transport: a body in httpx's ByteStream, which
+    iterates with an async generator that an upload cut mid-way abandons (see
+    _AsyncChunks), is put in one that iterates without (the same bytes)."""
+    # Only async sends need this, so the sync transport does not pay for it.
+    if type(request.stream) is httpx.ByteStream:
+        # read(): the bytes httpx already holds (it joins the stream only if it holds none).
+        request.stream = _Bytes(request.read())
+    return request
 
 
 def _seekable(obj: object) -> bool:

@@ -22,7 +22,7 @@ import anyio.to_thread
 import httpx
 
 from . import _identity
-from ._body import Spool
+from ._body import Spool, for_async_send
 
 if typing.TYPE_CHECKING:
     from ._backends import Backend, Reservation
@@ -127,7 +127,7 @@ class Send:
         return io.transport.handle_request(self.request)
 
     def arun(self, io: AsyncIO) -> typing.Awaitable[httpx.Response]:
-        return io.transport.handle_async_request(self.request)
+        return io.transport.handle_async_request(for_async_send(self.request))
 
 
 @dataclasses.dataclass(slots=True)
