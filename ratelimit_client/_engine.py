@@ -66,8 +66,10 @@ _AT_ONCE = RequestStats(1, 0.0, 0.0)
 
 
 @dataclasses.dataclass(slots=True)
-class _Progress:
-    tally: Tally
+class _Progress(Tally):
+    """A request's retry history (the :class:`Tally` the retry policy reads) and what
+    :class:`RequestStats` reports: one object per request."""
+
     attempts: int = 0
     slot_wait: float = 0.0
     retry_wait: float = 0.0
@@ -135,7 +137,7 @@ class Engine:
             keys = self._known_keys(request)
             if keys is None:
                 keys = yield from self._keys(request)
-            progress = _Progress(Tally(self._clock))
+            progress = _Progress(self._clock)
             outcome = yield from self._attempt(request, replay, keys, progress)
             if outcome.retry:
                 outcome = yield from self._retry(request, replay, keys, progress, outcome)
@@ -217,12 +219,12 @@ class Engine:
         except _FATAL:
             raise
         except httpx.TransportError as exc:
-            return self._classify_error(request, exc, progress.tally)
+            return self._classify_error(request, exc, progress)
         status = response.status_code
         if status < 500 and status != 429 and not (self._learning and _has_rate_fields(response)):
             # Most responses: final, and nothing in them to learn.
-            return Outcome("ok", progress.tally, response)
-        return (yield from self._classify_response(request, response, keys, progress.tally))
+            return Outcome("ok", progress, response)
+        return (yield from self._classify_response(request, response, keys, progress))
 
     def _reserve(self, keys: tuple[str, ...]) -> fx.Reserve:
         buckets = self.learner.buckets(keys) if self._learning else self.limiter.buckets
