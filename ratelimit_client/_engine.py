@@ -60,6 +60,8 @@ class RequestStats:
     retry_wait: float  # seconds spent backing off between attempts
 
 
+# Read on every request: an Enum member's attribute look-up costs ~80 ns in CPython 3.11.
+_OK = Status.OK
 # Most requests go at once, first try: frozen, so one instance serves them all (building
 # a frozen dataclass costs ~0.5 µs, a thirtieth of the whole layer).
 _AT_ONCE = RequestStats(1, 0.0, 0.0)
@@ -384,7 +386,7 @@ class Engine:
             assert isinstance(response, httpx.Response)  # an "ok" outcome holds the response
             response.extensions[EXTENSION] = stats
             # When already OK, succeeded() would change nothing: skip describing the request.
-            if response.status_code < 500 and self.monitor.status is not Status.OK:
+            if response.status_code < 500 and self.monitor.status is not _OK:
                 self.monitor.succeeded(describe(request))
             return response
         error = self._error(request, outcome, progress.attempts)
