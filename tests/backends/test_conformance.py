@@ -50,10 +50,6 @@ def test_agrees_with_the_pure_model(harness: Harness, seed: int) -> None:
     rng = random.Random(seed)
     backend = harness.open()
     model = Model()
-    # Connect (and, for a cluster, find the slots) before the model's clock starts: a slow
-    # first call would otherwise shift every later wait by its length (seen: 0.11 s on a
-    # loaded box, beyond TOL).
-    backend.peek("warm-up")
     start = time.monotonic()
     pending: list[tuple[Reservation, tuple[str, ...], tuple[typing.Any, ...]]] = []
     for step in range(30):
