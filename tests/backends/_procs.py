@@ -145,6 +145,9 @@ def forked(path: str, results: multiprocessing.connection.Connection) -> None:
     if child == 0:  # pragma: no cover - the child's coverage is not collected
         code = 1
         try:
+            # Only the parent may hold the other ends: if it dies, these reads see EOF.
+            os.close(from_parent)
+            os.close(to_parent)
             os.read(to_child, 1)  # the parent has closed its connections
             os.write(from_child, b"%d" % take(5))
             os.read(to_child, 1)  # the parent is done
@@ -155,6 +158,8 @@ def forked(path: str, results: multiprocessing.connection.Connection) -> None:
     # The last connection to close checkpoints and deletes the WAL: a child still
     # writing through copies of the parent's connections would write to a deleted file.
     backend.close()
+    os.close(to_child)
+    os.close(from_child)
     os.write(from_parent, b"g")
     by_child = int(os.read(to_parent, 16) or b"-1")
     meanwhile, after, other = take(2), take(1), take(1, key="other")
