@@ -57,24 +57,31 @@ class MemoryBackend:
                 # rest of the acquire. tests/backends/test_memory.py checks that the two
                 # agree exactly.
                 key = keys[0]
-                before = tats.get(key, now)  # always finite: see _store
+                before = tats.get(key)  # always finite: see _store
+                grown = before is None
+                if before is None:
+                    before = now
                 bucket = buckets[0]
                 slot = (before if before > now else now) - bucket.lead
-                if not slot > now:
-                    slot = now
-                if max_wait is not None and slot - now > max_wait:
-                    return Reservation(slot - now, False)
+                if slot > now:
+                    wait = slot - now
+                    if max_wait is not None and wait > max_wait:
+                        return Reservation(wait, False)
+                else:
+                    slot, wait = now, 0.0
                 tat = tats[key] = (before if before > slot else slot) + bucket.interval
                 charges: tuple[tuple[float, float], ...] = ((tat, before),)
-                wait = slot - now
             else:
                 decision = _gcra.reserve(list(map(self._state, keys)), buckets, now, max_wait=max_wait)
                 if decision.states is None:
                     return Reservation(decision.wait, False)
                 for key, state in zip(keys, decision.states):  # noqa: B905 - _gcra checked the lengths
                     self._store(key, state)
-                charges, wait = decision.charges, decision.wait
-            if len(tats) >= 1024:  # the check _prune starts with, without a call per request
+                charges, wait, grown = decision.charges, decision.wait, True
+            # Only a new key grows the table, so only then can it need a sweep (the general
+            # path does not say, so it always checks). The size check is _prune's first,
+            # without a call per request.
+            if grown and len(tats) >= 1024:
                 self._prune(now)
             learned = self._learned.get(keys[0]) if self._learned else None
         finally:

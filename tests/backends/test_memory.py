@@ -214,6 +214,21 @@ def test_prune_drops_idle_keys_with_their_holes() -> None:
     assert len(backend._tats) == 1023
 
 
+def test_prune_runs_when_several_keys_grow_the_table() -> None:
+    clock = Clock(0.0)
+    backend = MemoryBackend(clock=clock)
+    bucket = Bucket(1.0, 1)
+    for n in range(512):
+        backend.reserve([f"old{n}"], [bucket], max_wait=None)
+    clock.now = 10.0
+    # Two new keys per reserve, through the several-keys path: the reserve that brings
+    # the table to 1024 keys sweeps out the 512 charged at 0.0, idle by now.
+    for n in range(256):
+        backend.reserve([f"a{n}", f"b{n}"], [bucket, bucket], max_wait=None)
+    assert not any(key.startswith("old") for key in backend._tats)
+    assert len(backend._tats) == 512
+
+
 def test_learned_value_comes_with_the_reservation() -> None:
     clock = Clock(0.0)
     backend = MemoryBackend(clock=clock)
