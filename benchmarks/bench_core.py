@@ -1,11 +1,13 @@
 """Core benchmarks (issue 2): what the limiter and the transport cost when nothing waits.
 
-1. One uncontended limiter acquire, as the transport does it per request (derive the
-   storage keys, then ``MemoryBackend.reserve``/``areserve`` under a generous rate),
-   against aiolimiter's ``AsyncLimiter.acquire()`` (generous rate) and a bare
-   ``time.monotonic()`` call as the floor; also the acquire with the keys in hand, and
-   the least an acquire with our guarantees can cost (``_DesignFloor``), so the gap to
-   aiolimiter can be told apart from what the design itself costs.
+1. One uncontended limiter acquire (``MemoryBackend.areserve``/``reserve`` under a
+   generous rate) against aiolimiter's ``AsyncLimiter.acquire()`` (generous rate) and a
+   bare ``time.monotonic()`` call as the floor, like for like: with the limit's storage
+   keys in hand against one ``AsyncLimiter`` in hand, and with the keys derived from
+   (IP, API key) (``Limiter.keys_for``, one cached look-up) against the (IP, key)'s
+   ``AsyncLimiter`` looked up in a dict, as a user of aiolimiter limiting per key would;
+   also the least an acquire with our guarantees can cost (``_DesignFloor``), so the gap
+   to aiolimiter can be told apart from what the design itself costs.
 2. The same without a network (``httpx.MockTransport`` inside both clients): the
    transport's own cost per request, in microseconds, free of the network's noise.
 3. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
@@ -109,15 +111,22 @@ def _ratios(a: Variant, b: Variant) -> list[float]:
     return [x / y for x, y in zip(a.samples, b.samples, strict=True)]
 
 
-def table(variants: list[Variant], reference: Variant) -> list[str]:
+def table(variants: list[Variant], reference: Variant, peers: dict[str, Variant] | None = None) -> list[str]:
+    """Medians per variant and the ratio to ``reference``; with ``peers``, also each
+    variant's ratio to its like-for-like peer (by variant name)."""
+    head = f"| variant | median µs/op | min-max µs/op | ratio to {reference.name} (median of per-round ratios) |"
     lines = [
-        f"| variant | median µs/op | min-max µs/op | ratio to {reference.name} (median of per-round ratios) |",
-        "|---|---:|---:|---:|",
+        head + (" ratio to its like-for-like peer |" if peers else ""),
+        "|---|---:|---:|---:|" + ("---:|" if peers else ""),
     ]
     for v in variants:
         ratio = statistics.median(_ratios(v, reference))
         spread = f"{_us(min(v.samples))}-{_us(max(v.samples))}"
-        lines.append(f"| {v.name} | {_us(statistics.median(v.samples))} | {spread} | {ratio:.3f} |")
+        line = f"| {v.name} | {_us(statistics.median(v.samples))} | {spread} | {ratio:.3f} |"
+        if peers:
+            peer = peers.get(v.name)
+            line += f" {statistics.median(_ratios(v, peer)):.3f} |" if peer else " |"
+        lines.append(line)
     return lines
 
 
@@ -205,6 +214,20 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
         for _ in range(n):
             await bucket.acquire()
 
+    # A user of aiolimiter limiting per (IP, API key) keeps one AsyncLimiter per pair:
+    # the same cached look-up as Limiter.keys_for, so the keyed rows compare like for like.
+    limiters: dict[tuple[str, str | None], aiolimiter.AsyncLimiter] = {}
+
+    def limiter_for(ip: str, api_key: str | None) -> aiolimiter.AsyncLimiter:
+        found = limiters.get((ip, api_key))
+        if found is None:
+            found = limiters[ip, api_key] = aiolimiter.AsyncLimiter(GENEROUS.requests, GENEROUS.per_seconds)
+        return found
+
+    async def aiolimiter_keyed(n: int) -> None:
+        for _ in range(n):
+            await limiter_for(ip, API_KEY).acquire()
+
     async def ours_async(n: int) -> None:
         for _ in range(n):
             reservation = await backend.areserve(limiter.keys_for(ip, API_KEY), buckets, max_wait=None)
@@ -238,22 +261,31 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
             await design_floor.areserve("key")
 
     reference = Variant("aiolimiter AsyncLimiter.acquire()", aiolimiter_acquire)
+    keyed = Variant("aiolimiter: the (IP, key)'s AsyncLimiter from a dict, acquire()", aiolimiter_keyed)
+    in_hand = [
+        Variant("ours: MemoryBackend.areserve, keys in hand", ours_async_keys_in_hand),
+        Variant("ours: MemoryBackend.reserve (sync), keys in hand", ours_sync_keys_in_hand),
+    ]
+    derived = [
+        Variant("ours: keys + MemoryBackend.areserve", ours_async),
+        Variant("ours: keys + MemoryBackend.reserve (sync)", ours_sync),
+    ]
     variants = [
         Variant("time.monotonic() floor", floor),
         reference,
-        Variant("ours: keys + MemoryBackend.areserve", ours_async),
-        Variant("ours: keys + MemoryBackend.reserve (sync)", ours_sync),
-        Variant("ours: MemoryBackend.areserve, keys in hand", ours_async_keys_in_hand),
-        Variant("ours: MemoryBackend.reserve (sync), keys in hand", ours_sync_keys_in_hand),
+        keyed,
+        *in_hand,
+        *derived,
         Variant("design floor: lock + GCRA step + give-back record, async", floor_async),
     ]
     await interleave([variants], rounds=args.rounds, n=args.acquires, seed=args.seed)
     if waited:
         raise RuntimeError(f"{len(waited)} acquires waited: the rate is not generous enough")
+    peers = {v.name: reference for v in in_hand} | {v.name: keyed for v in derived}
     return [
         f"Acquire, {args.acquires} per variant per round, {args.rounds} rounds (asyncio):",
         "",
-        *table(variants, reference),
+        *table(variants, reference, peers),
     ]
 
 
