@@ -65,10 +65,10 @@ class MemoryBackend:
                 slot = (before if before > now else now) - bucket.lead
                 if slot > now:
                     wait = slot - now
-                    if max_wait is not None and wait > max_wait:
-                        return Reservation(wait, False)
                 else:
                     slot, wait = now, 0.0
+                if max_wait is not None and wait > max_wait:
+                    return Reservation(wait, False)
                 tat = tats[key] = (before if before > slot else slot) + bucket.interval
                 charges: tuple[tuple[float, float], ...] = ((tat, before),)
             else:

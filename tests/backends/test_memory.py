@@ -29,7 +29,7 @@ class Clock:
 NOWS = st.floats(0, 1e6)
 OFFSETS = st.floats(-50, 50) | st.sampled_from([0.0, math.inf, -math.inf, math.nan])
 BUCKETS = st.builds(Bucket, st.floats(1e-3, 20) | st.sampled_from([0.1, 1.0, 1.2]), st.integers(1, 5))
-MAX_WAITS = st.none() | st.floats(0, 60) | st.just(0.0)
+MAX_WAITS = st.none() | st.floats(0, 60) | st.just(0.0) | st.just(-1.0)  # negative: refuses even a slot now
 HOLES = st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50)), max_size=3)
 
 
