@@ -7,7 +7,9 @@
    (IP, API key) (``Limiter.keys_for``, one cached look-up) against the (IP, key)'s
    ``AsyncLimiter`` looked up in a dict, as a user of aiolimiter limiting per key would;
    also the least an acquire with our guarantees can cost (``_DesignFloor``), so the gap
-   to aiolimiter can be told apart from what the design itself costs.
+   to aiolimiter can be told apart from what the design itself costs, and the same
+   without the two guarantees aiolimiter does not give (``_BareStep``: thread safety and
+   capacity given back by a cancelled waiter), so their price is measured too.
 2. The same without a network (``httpx.MockTransport`` inside both clients): the
    transport's own cost per request, in microseconds, free of the network's noise.
 3. The per-request cost of ``AsyncRateLimitTransport`` and ``RateLimitTransport``
@@ -196,6 +198,30 @@ class _Record:
         self.wait, self.charge = wait, charge
 
 
+class _BareStep:
+    """``_DesignFloor`` with only aiolimiter's guarantees, to price the two it lacks: no
+    lock (one thread, as an ``AsyncLimiter`` is bound to one event loop) and no record (a
+    cancelled waiter gives nothing back), so the wait is all it returns."""
+
+    __slots__ = ("_interval", "_lead", "_tats")
+
+    def __init__(self, interval: float, lead: float) -> None:
+        self._interval, self._lead = interval, lead
+        self._tats: dict[str, float] = {}
+
+    def reserve(self, key: str) -> float:
+        now = time.monotonic()
+        before = self._tats.get(key, now)
+        slot = (before if before > now else now) - self._lead
+        if slot < now:
+            slot = now
+        self._tats[key] = (before if before > slot else slot) + self._interval
+        return slot - now
+
+    async def areserve(self, key: str) -> float:
+        return self.reserve(key)
+
+
 async def bench_acquire(args: argparse.Namespace) -> list[str]:
     limiter = Limiter([Limit(GENEROUS, burst=GENEROUS_BURST)], namespace="bench")
     buckets = limiter.buckets
@@ -260,6 +286,12 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
         for _ in range(n):
             await design_floor.areserve("key")
 
+    bare_step = _BareStep(buckets[0].interval, buckets[0].lead)
+
+    async def bare_step_async(n: int) -> None:
+        for _ in range(n):
+            await bare_step.areserve("key")
+
     reference = Variant("aiolimiter AsyncLimiter.acquire()", aiolimiter_acquire)
     keyed = Variant("aiolimiter: the (IP, key)'s AsyncLimiter from a dict, acquire()", aiolimiter_keyed)
     in_hand = [
@@ -277,6 +309,7 @@ async def bench_acquire(args: argparse.Namespace) -> list[str]:
         *in_hand,
         *derived,
         Variant("design floor: lock + GCRA step + give-back record, async", floor_async),
+        Variant("the floor without lock and record (aiolimiter's guarantees), async", bare_step_async),
     ]
     await interleave([variants], rounds=args.rounds, n=args.acquires, seed=args.seed)
     if waited:
