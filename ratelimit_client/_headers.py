@@ -32,11 +32,22 @@ _MAX_FIELD = 512  # longer field values are hostile or broken; skip them unparse
 # re.ASCII: HTTP's DIGIT is 0-9 only; float() would read other scripts' digits (U+1C55, U+FF15).
 _NUMBER = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,9})?)\s*$", re.ASCII)
 _DURATION = re.compile(r"^(?:(\d{1,9})h)?(?:(\d{1,9})m(?!s))?(?:(\d{1,9}(?:\.\d{1,9})?)s)?$", re.ASCII)
-_DATE_FORMATS = (
-    "%a, %d %b %Y %H:%M:%S GMT",  # IMF-fixdate
-    "%A, %d-%b-%y %H:%M:%S GMT",  # obsolete RFC 850
-    "%a %b %d %H:%M:%S %Y",  # obsolete asctime
+# The three HTTP-date forms of RFC 9110 §5.6.7, matched here rather than by strptime,
+# whose %Y and %d read any script's digits and whose %a and %b follow the C locale.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "|".join(_MONTHS)
+_DAY = "Mon|Tue|Wed|Thu|Fri|Sat|Sun"
+_LONG_DAY = "Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday"
+_TIME = r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
+_HTTP_DATES = tuple(
+    re.compile(pattern, re.ASCII | re.IGNORECASE)
+    for pattern in (
+        rf"(?:{_DAY}), (?P<day>\d\d) (?P<month>{_MONTH}) (?P<year>\d{{4}}) {_TIME} GMT",  # IMF-fixdate
+        rf"(?:{_LONG_DAY}), (?P<day>\d\d)-(?P<month>{_MONTH})-(?P<yy>\d\d) {_TIME} GMT",  # obsolete RFC 850
+        rf"(?:{_DAY}) (?P<month>{_MONTH}) (?P<day>\d{{1,2}}) {_TIME} (?P<year>\d{{4}})",  # obsolete asctime
+    )
 )
+_SECONDS_PER_YEAR = 31_556_952  # the Gregorian mean
 # Epoch readings below this are deltas (about 2001-09-09 in seconds).
 _EPOCH_SECONDS_MIN = 1e9
 _EPOCH_MS_MIN = 1e12
@@ -60,19 +71,40 @@ def parse_delay(value: str) -> float | None:
     return float(match[1]) if match else None
 
 
-def parse_http_date(value: str) -> float | None:
-    """An HTTP-date (any of RFC 9110's three forms) as epoch seconds, or None."""
+def parse_http_date(value: str, *, now: float) -> float | None:
+    """An HTTP-date (any of RFC 9110's three forms) as epoch seconds, or None.
+
+    ``now`` (epoch seconds) places a two-digit year: within 50 years of it, as RFC 9110
+    asks (a year that would be more than 50 years ahead is the latest past one).
+    """
     value = " ".join(value.split())
     if len(value) > 64:
         return None
-    for fmt in _DATE_FORMATS:
-        try:
-            # Python maps %y's 00-68 to 2000-2068, as RFC 9110 asks of two-digit years.
-            parsed = datetime.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-        return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
-    return None
+    for pattern in _HTTP_DATES:
+        match = pattern.fullmatch(value)
+        if match is not None:
+            break
+    else:
+        return None
+    fields = match.groupdict()
+    if fields.get("yy") is not None:
+        earliest = 1970 + int(now // _SECONDS_PER_YEAR) - 49
+        year = earliest + (int(fields["yy"]) - earliest) % 100
+    else:
+        year = int(fields["year"])
+    try:
+        parsed = datetime.datetime(
+            year,
+            _MONTHS.index(fields["month"].title()) + 1,
+            int(fields["day"]),
+            int(fields["hour"]),
+            int(fields["minute"]),
+            min(int(fields["second"]), 59),  # a leap second is the second before it
+            tzinfo=datetime.timezone.utc,
+        )
+    except (ValueError, OverflowError):  # day 31 of a 30-day month, hour 24, year 0 or 10000
+        return None
+    return parsed.timestamp()
 
 
 def _duration(value: str) -> float | None:
@@ -88,7 +120,7 @@ def _retry_after(value: str, now: float, server_now: float | None) -> float | No
     delay = parse_delay(value)
     if delay is not None:
         return delay
-    when = parse_http_date(value)
+    when = parse_http_date(value, now=now)
     if when is None:
         return None
     # Measure against the server's own clock when it sent one, so skew does not count.
@@ -143,10 +175,13 @@ def server_wait(
     ``headers`` are (name, value) pairs; ``now`` is the local time in epoch seconds.
     """
     fields: dict[str, str] = {}
-    for name, value in headers:
-        if len(value) > _MAX_FIELD:
-            continue
+    for name, raw in headers:
         key = name.lower()
+        value = raw
+        if len(raw) > _MAX_FIELD:
+            if key not in _SINGLETONS:
+                continue
+            value = ""  # unread, but still a second value of a singleton: see below
         if key not in fields:
             fields[key] = value
         elif key in _SINGLETONS:
@@ -157,7 +192,7 @@ def server_wait(
             # Repeated fields combine as a list (RFC 9110 §5.3).
             fields[key] = f"{fields[key]}, {value}"
 
-    server_now = parse_http_date(fields["date"]) if "date" in fields else None
+    server_now = parse_http_date(fields["date"], now=now) if "date" in fields else None
     readers: tuple[tuple[str, typing.Callable[[str], float | None]], ...] = (
         ("retry-after", lambda v: _retry_after(v, now, server_now)),
         ("retry-after-ms", lambda v: _scaled(v, 0.001)),

@@ -38,14 +38,14 @@ def wait(headers: Headers, *, now: float = NOW, reset_format: ResetFormat = "aut
 
 @pytest.mark.parametrize("form", [imf, rfc850, asctime])
 def test_parse_http_date_reads_all_three_forms(form: typing.Callable[[float], str]) -> None:
-    assert parse_http_date(form(NOW + 30)) == NOW + 30
+    assert parse_http_date(form(NOW + 30), now=NOW) == NOW + 30
 
 
 def test_parse_http_date_examples_from_rfc_9110() -> None:
     expected = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
-    assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == expected
-    assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == expected
-    assert parse_http_date("Sun Nov  6 08:49:37 1994") == expected
+    assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", now=NOW) == expected
+    assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", now=NOW) == expected
+    assert parse_http_date("Sun Nov  6 08:49:37 1994", now=NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,46 @@ def test_parse_http_date_examples_from_rfc_9110() -> None:
     ["", "yesterday", "Sun, 06 Nov 1994 08:49:37 PST", "Sun, 32 Nov 1994 08:49:37 GMT", "1994-11-06T08:49:37Z"],
 )
 def test_parse_http_date_rejects_other_text(value: str) -> None:
-    assert parse_http_date(value) is None
+    assert parse_http_date(value, now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Nov \u0661\u0669\u0669\u0664 08:49:37 GMT",  # Arabic-Indic digits
+        "Sun, 06 Nov \uff11\uff19\uff19\uff14 08:49:37 GMT",  # fullwidth digits
+        "Sunday, 06-Nov-\u0669\u0664 08:49:37 GMT",
+        "Sun Nov  \u0666 08:49:37 1994",
+        "Sun, \u0660\u0666 Nov 1994 08:49:37 GMT",
+    ],
+)
+def test_parse_http_date_reads_ascii_digits_only(value: str) -> None:
+    # HTTP's DIGIT is 0-9: a date in other digits is malformed, not a date to trust.
+    assert parse_http_date(value, now=NOW) is None
+
+
+def test_a_date_in_other_digits_does_not_turn_a_short_wait_into_decades() -> None:
+    headers = [("Date", "Thu, 01 Jan \u0661\u0669\u0667\u0660 00:00:00 GMT"), ("Retry-After", imf(NOW + 30))]
+    assert wait(headers) == WaitHint(30, "retry-after")  # the malformed Date is ignored
+
+
+@pytest.mark.parametrize(
+    ("two_digits", "year"),
+    [("23", 2023), ("73", 2073), ("74", 1974), ("94", 1994), ("00", 2000), ("70", 2070)],
+)
+def test_a_two_digit_year_is_the_one_within_50_years_of_now(two_digits: str, year: int) -> None:
+    # RFC 9110 §5.6.7: a year that would be more than 50 years ahead is the latest past one.
+    # NOW is in 2023, so 2073 is the latest year read as ahead and 1974 the earliest.
+    parsed = parse_http_date(f"Thursday, 01-Jan-{two_digits} 00:00:00 GMT", now=NOW)
+    assert parsed is not None
+    assert time.gmtime(parsed).tm_year == year
+
+
+def test_an_http_date_is_read_whatever_the_case_and_with_a_leap_second() -> None:
+    expected = 784111777.0
+    assert parse_http_date("sun, 06 nov 1994 08:49:37 gmt", now=NOW) == expected
+    assert parse_http_date("Sun, 06 Nov 1994 08:49:60 GMT", now=NOW) == expected + 22  # as :59
+    assert parse_http_date("Sun, 31 Jun 1994 08:49:37 GMT", now=NOW) is None  # June has 30 days
 
 
 @pytest.mark.parametrize(
@@ -211,6 +250,14 @@ CASES: list[tuple[str, Headers, ResetFormat, WaitHint | None]] = [
         WaitHint(30, "retry-after"),
     ),
     ("repeated conflict", [("Retry-After", "5"), ("Retry-After", "10")], "auto", None),
+    # A copy too long to read is still a second, different value.
+    ("repeated conflict, one overlong", [("Retry-After", "5"), ("Retry-After", "6" + " " * 600)], "auto", None),
+    (
+        "conflicting Date, one overlong: now",
+        [("Date", imf(NOW - 3600)), ("Date", imf(NOW) + " " * 600), ("Retry-After", imf(NOW + 30))],
+        "auto",
+        WaitHint(30, "retry-after"),
+    ),
     (
         "conflicting Date: now",
         [("Date", imf(NOW + 100)), ("Date", imf(NOW)), ("Retry-After", imf(NOW + 30))],
