@@ -137,8 +137,10 @@ class Close:
     def run(self, io: SyncIO) -> None:
         self.response.close()
 
-    def arun(self, io: AsyncIO) -> typing.Awaitable[None]:
-        return self.response.aclose()
+    async def arun(self, io: AsyncIO) -> None:
+        # Also runs while a cancellation unwinds: shield it, or the connection stays taken.
+        with anyio.CancelScope(shield=True):
+            await self.response.aclose()
 
 
 @dataclasses.dataclass(slots=True)

@@ -7,6 +7,7 @@ the sync and async transports share every decision. No I/O happens here.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import operator
 import threading
 import time
@@ -21,6 +22,7 @@ from ._backoff import RetryBudget
 from ._body import DEFAULT_SPOOL_THRESHOLD, Replay, replay_for
 from ._events import Event, Monitor, Status, describe
 from ._exceptions import (
+    BackendError,
     MaxWaitExceeded,
     NetworkFailure,
     RateLimited,
@@ -196,9 +198,17 @@ class Engine:
         while True:
             action = self._retrying.iter(state)
             if isinstance(action, tenacity.DoAttempt):
-                state.set_result((yield from self._attempt(request, replay, keys, progress)))
+                try:
+                    state.set_result((yield from self._attempt(request, replay, keys, progress)))
+                except MaxWaitExceeded as exc:
+                    raise self._gave_up_waiting(request, exc, outcome, progress) from _cause(outcome)
             elif isinstance(action, tenacity.DoSleep):
-                self._announce_retry(request, _last(state), float(action), progress)
+                outcome = _last(state)
+                # Charged here, once the policy has decided to retry: a failure it stops
+                # on anyway takes nothing from the budget the fleet shares.
+                if outcome.budgeted and not self._budget_allows():
+                    return dataclasses.replace(outcome, retry=False, reason=f"{outcome.reason}; retry budget exhausted")
+                self._announce_retry(request, outcome, float(action), progress)
                 state.prepare_for_next_attempt()
                 progress.retry_wait += float(action)
                 yield fx.Sleep(float(action))
@@ -300,9 +310,7 @@ class Engine:
             return Outcome("network_error", tally, exc, retry=True, reason=reason)
         if not self._may_replay(request):
             return Outcome("final", tally, exc, reason=f"{reason}; {request.method} is not retried")
-        if not self._budget_allows():
-            return Outcome("network_error", tally, exc, reason=f"{reason}; retry budget exhausted")
-        return Outcome("network_error", tally, exc, retry=True, reason=reason)
+        return Outcome("network_error", tally, exc, retry=True, reason=reason, budgeted=True)
 
     def _classify_response(
         self, request: httpx.Request, response: httpx.Response, keys: tuple[str, ...], tally: Tally
@@ -317,6 +325,40 @@ class Engine:
         told = wait if status == 429 and wait is not None and 0 < wait <= self.policy.max_server_wait else 0.0
         # What the response teaches changes the pacing of the pause below: learn it first.
         change = self._consider(response, keys, reset_format, told) if self._learning else None
+        try:
+            yield from self._share(request, keys, told, change)
+        except BackendError as exc:
+            # The answer is here: a backend that cannot store what it taught must not turn
+            # it into an error (the caller would send the request again). Said, not raised.
+            self.monitor.emit(
+                Event(
+                    "backend_degraded",
+                    f"rate-limit backend failed after {describe(request)} was answered; "
+                    f"what the answer said was not shared with other processes: {exc}",
+                    describe(request),
+                    reason=type(exc).__name__,
+                ),
+                logging.WARNING,
+            )
+        except GeneratorExit:
+            raise  # closed mid-step: nothing more may be yielded
+        except BaseException:
+            # Cancelled or interrupted with the response open: close it, or its connection
+            # stays taken from the pool.
+            yield fx.Close(response)
+            raise
+        if final:
+            return Outcome("ok", tally, response)
+        yield fx.Close(response)
+        if status == 429:
+            tally.record("throttled")
+            return Outcome("throttled", tally, response, wait, retry=True, reason="429")
+        tally.record("server_error")
+        reason = f"{status} {response.reason_phrase}".strip()
+        return Outcome("server_error", tally, response, wait, retry=True, reason=reason, budgeted=True)
+
+    def _share(self, request: httpx.Request, keys: tuple[str, ...], told: float, change: Change | None) -> Steps[None]:
+        """Store a server-told pause and what the response taught, for every process."""
         if told:
             # Every caller of these keys waits, in every process sharing the backend. Stored
             # before the learned record announces it to processes already waiting (see
@@ -331,17 +373,6 @@ class Engine:
                     Event("rate_changed", change.message, describe(request), reason=change.learned.reason),
                     change.rate,
                 )
-        if final:
-            return Outcome("ok", tally, response)
-        yield fx.Close(response)
-        if status == 429:
-            tally.record("throttled")
-            return Outcome("throttled", tally, response, wait, retry=True, reason="429")
-        tally.record("server_error")
-        reason = f"{status} {response.reason_phrase}".strip()
-        if not self._budget_allows():
-            return Outcome("server_error", tally, response, wait, reason=f"{reason}; retry budget exhausted")
-        return Outcome("server_error", tally, response, wait, retry=True, reason=reason)
 
     def _consider(
         self, response: httpx.Response, keys: tuple[str, ...], reset_format: ResetFormat, told: float
@@ -390,13 +421,23 @@ class Engine:
                 self.monitor.succeeded(describe(request))
             return response
         error = self._error(request, outcome, progress.attempts)
-        self.monitor.count("gave_up")
-        self.monitor.emit(
-            Event("gave_up", str(error), describe(request), progress.attempts, reason=outcome.reason),
-            level=30,
+        self._report_give_up(request, error, progress.attempts, outcome.reason)
+        raise error from _cause(outcome)
+
+    def _gave_up_waiting(
+        self, request: httpx.Request, exc: MaxWaitExceeded, last: Outcome, progress: _Progress
+    ) -> MaxWaitExceeded:
+        """A retry whose slot is beyond ``max_wait``: the error, with what came before it."""
+        response = last.value if isinstance(last.value, httpx.Response) else None
+        error = MaxWaitExceeded(
+            exc.wait, exc.max_wait, attempts=progress.attempts, response=response, after=last.reason or last.kind
         )
-        cause = outcome.value if isinstance(outcome.value, BaseException) else None
-        raise error from cause
+        self._report_give_up(request, error, progress.attempts, "max_wait")
+        return error
+
+    def _report_give_up(self, request: httpx.Request, error: Exception, attempts: int, reason: str) -> None:
+        self.monitor.count("gave_up")
+        self.monitor.emit(Event("gave_up", str(error), describe(request), attempts, reason=reason), logging.WARNING)
 
     def _error(self, request: httpx.Request, outcome: Outcome, attempts: int) -> RequestFailed:
         what = describe(request)
@@ -471,6 +512,10 @@ def _triples(headers: httpx.Headers) -> list[tuple[bytes, bytes, bytes]]:
 def _where(url: httpx.URL) -> tuple[str, int]:
     """The host and port a request goes to: what the local IP depends on."""
     return url.host, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _cause(outcome: Outcome) -> BaseException | None:
+    return outcome.value if isinstance(outcome.value, BaseException) else None
 
 
 def _last(state: tenacity.RetryCallState) -> Outcome:

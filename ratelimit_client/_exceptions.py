@@ -56,12 +56,29 @@ class BackendError(RateLimitClientError):
 
 
 class MaxWaitExceeded(RateLimitClientError):
-    """The next free slot is ``wait`` seconds away, more than ``max_wait``; nothing was taken."""
+    """The next free slot is ``wait`` seconds away, more than ``max_wait``; nothing was taken.
 
-    def __init__(self, wait: float, max_wait: float) -> None:
+    When a retry met it, ``attempts`` were made before and ``response`` is the last one
+    (closed), if any; a first attempt meets it with ``attempts`` 0.
+    """
+
+    def __init__(
+        self,
+        wait: float,
+        max_wait: float,
+        *,
+        attempts: int = 0,
+        response: httpx.Response | None = None,
+        after: str = "",
+    ) -> None:
         self.wait = wait
         self.max_wait = max_wait
-        super().__init__(f"next rate-limit slot is {wait:.3f} s away, more than max_wait={max_wait:g} s")
+        self.attempts = attempts
+        self.response = response
+        message = f"next rate-limit slot is {wait:.3f} s away, more than max_wait={max_wait:g} s"
+        if attempts:
+            message += f"; gave up after {attempts} attempt(s), the last: {after}"
+        super().__init__(message)
 
 
 class RequestFailed(RateLimitClientError):

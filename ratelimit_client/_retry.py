@@ -99,6 +99,9 @@ class Outcome:
     server_wait: float | None = None
     retry: bool = False
     reason: str = ""
+    # A retry of it is paid from the retry budget (failures that may have reached the
+    # server; not 429s, nor failures before a byte was sent).
+    budgeted: bool = False
 
 
 def make_retrying(
