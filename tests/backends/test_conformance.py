@@ -109,6 +109,17 @@ def test_several_limits_are_taken_all_or_nothing(harness: Harness) -> None:
     assert backend.reserve(["h2"], [hour], max_wait=None).wait == pytest.approx(110.0, abs=TOL)
 
 
+def test_a_burst_larger_than_the_horizon_is_still_limited(harness: Harness) -> None:
+    """1 000 at once per hour: a full burst puts the key's time ~an hour ahead, which
+    the wall-clock backends once took for a clock step and forgot, admitting without end."""
+    backend = harness.open()
+    bucket = Bucket(3.6, 1000)
+    started = time.monotonic()
+    granted = sum(backend.reserve(["k"], [bucket], max_wait=0.0).granted for _ in range(1200))
+    refilled = (time.monotonic() - started) / bucket.interval  # Redis's clock runs meanwhile
+    assert 1000 <= granted <= 1000 + refilled + 1
+
+
 def test_a_pause_is_shared_and_waiters_wake_one_interval_apart(harness: Harness) -> None:
     one, other = harness.open(), harness.open()
     bucket = Bucket(0.5, 1)
