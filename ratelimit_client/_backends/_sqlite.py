@@ -324,7 +324,18 @@ class SQLiteBackend:
         if row is None:
             return None
         tat, holes = row
-        return _gcra.KeyState(float(tat), _decode_holes(holes))
+        # A row written by something else (the columns take any text) is read as well as it
+        # can be, and overwritten by this transaction, rather than failing every request
+        # of the key: a tat that is no number is no state; holes that make no sense are
+        # dropped (they only ever give capacity back).
+        try:
+            at = float(tat)
+        except (ValueError, TypeError):
+            return None
+        try:
+            return _gcra.KeyState(at, _decode_holes(holes))
+        except (ValueError, TypeError, AttributeError):
+            return _gcra.KeyState(at)
 
     def _write(self, conn: sqlite3.Connection, states: typing.Iterable[tuple[str, _gcra.KeyState]]) -> None:
         conn.executemany(

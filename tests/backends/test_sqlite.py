@@ -80,6 +80,30 @@ def test_idle_rows_are_pruned(tmp_path: pathlib.Path) -> None:
     backend.close()
 
 
+@pytest.mark.parametrize(
+    ("tat", "holes", "expected"),
+    [
+        ("garbage", "", 0.0),  # no tat: a full bucket, then the key is written afresh
+        (b"\x00\x01", "", 0.0),
+        (1_000_010.0, "1.5", 10.0),  # holes without their pair: dropped, the tat kept
+        (1_000_010.0, "x y", 10.0),
+        (1_000_010.0, 7, 10.0),
+    ],
+)
+def test_a_corrupt_row_is_reset_not_raised_on_every_request(
+    tmp_path: pathlib.Path, tat: object, holes: object, expected: float
+) -> None:
+    clock = FakeClock()
+    clock.now = 1_000_000.0
+    backend = SQLiteBackend(tmp_path / "rows.db", namespace="n", clock=clock)
+    backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None)  # the row exists
+    backend._connection().execute("UPDATE ratelimit_v1 SET tat = ?, holes = ?", (tat, holes))
+    first = backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None)
+    assert first.wait == expected
+    assert backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None).wait == expected + 10.0  # written afresh
+    backend.close()
+
+
 def test_a_corrupt_file_is_named_in_the_error(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "corrupt.db"
     path.write_bytes(b"this is not a database, just some bytes" * 100)
