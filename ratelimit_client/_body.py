@@ -2,13 +2,15 @@
 
 - bytes (httpx's ``ByteStream``): sent as they are;
 - a seekable file: rewound to where it started before each attempt;
-- anything else (generators, async iterators, pipes, multipart): read once into a
-  spool that stays in memory up to a threshold and spills to an anonymous temporary
-  file beyond it, so memory stays bounded and a retry never sends half a body.
+- anything else (generators, async iterators, async files, pipes, multipart): read once
+  into a spool that stays in memory up to a threshold and spills to an anonymous
+  temporary file beyond it, so memory stays bounded and a retry never sends half a body.
+  A spooled body is sent with its true Content-Length when the request declared one.
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 import typing
 
@@ -29,6 +31,10 @@ class Spool:
         # SpooledTemporaryFile rolls over to tempfile.TemporaryFile, which is unlinked at
         # once on POSIX: nothing is left on disk, even if the process is killed.
         self._file = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115
+        if threshold == 0:
+            # To SpooledTemporaryFile a max_size of 0 means "never roll over"; here it means
+            # "nothing in memory".
+            self._file.rollover()
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
@@ -79,6 +85,29 @@ class _AsyncChunks:
             raise StopAsyncIteration from None
 
 
+class _AsyncReadable(typing.Protocol):
+    def read(self, size: int, /) -> typing.Awaitable[bytes]: ...
+
+
+class _AsyncFileStream(httpx.AsyncByteStream):
+    """An async file's bytes, read 64 KiB at a time.
+
+    httpx iterates an async file by its lines, and a binary file may have none: its one
+    line would be the whole file, in memory.
+    """
+
+    def __init__(self, file: _AsyncReadable) -> None:
+        self._file = file
+
+    def __aiter__(self) -> _AsyncFileStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if chunk := await self._file.read(_CHUNK):
+            return chunk
+        raise StopAsyncIteration
+
+
 class _Bytes(httpx.ByteStream):
     """httpx's ByteStream, iterated asynchronously without an async generator."""
 
@@ -89,7 +118,7 @@ class _Bytes(httpx.ByteStream):
 class Replay:
     """Hands out a request for each attempt whose body is the same bytes as the first."""
 
-    __slots__ = ("_file", "_position", "_request", "_spool")
+    __slots__ = ("_file", "_headers", "_position", "_request", "_spool")
 
     def __init__(
         self,
@@ -102,6 +131,7 @@ class Replay:
         self._file = file
         self._position = file.tell() if file is not None else 0
         self._spool = spool
+        self._headers = request.headers if spool is None else _with_length(request.headers, spool.size)
 
     def request(self) -> httpx.Request:
         if self._file is not None:
@@ -112,7 +142,7 @@ class Replay:
         return httpx.Request(
             original.method,
             original.url,
-            headers=original.headers,
+            headers=self._headers,
             stream=_SpoolStream(self._spool),
             extensions=original.extensions,
         )
@@ -123,15 +153,20 @@ class Replay:
 
 
 def replay_for(request: httpx.Request) -> Replay | None:
-    """A :class:`Replay` when the body can be replayed as it is, else None (spool it)."""
+    """A :class:`Replay` when the body can be replayed as it is, else None: spool
+    ``request.stream`` (an async file's is replaced by one that reads it in chunks)."""
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
         return Replay(request)
     # httpx wraps a file passed as ``content=`` in an IteratorByteStream that reads it
     # with .read(); a second pass would start at EOF and send an empty body.
     inner = getattr(stream, "_stream", None)
-    if inner is not None and _seekable(inner):
+    if _rewindable(inner):
         return Replay(request, file=typing.cast("typing.IO[bytes]", inner))
+    if inspect.iscoroutinefunction(getattr(inner, "read", None)):
+        # Spooled rather than rewound: Replay rewinds without awaiting, so the engine needs
+        # no async step; and a chunk never holds more than 64 KiB of the file in memory.
+        request.stream = _AsyncFileStream(typing.cast("_AsyncReadable", inner))
     return None
 
 
@@ -146,8 +181,27 @@ def for_async_send(request: httpx.Request) -> httpx.Request:
     return request
 
 
-def _seekable(obj: object) -> bool:
+def _with_length(headers: httpx.Headers, size: int) -> httpx.Headers:
+    """``headers``, with the Content-Length they declare (if any) set to ``size``."""
+    if "content-length" not in headers:
+        return headers  # chunked: stays so
+    # httpx declares 0 for a pipe (fstat's size), and a caller's value may be wrong too.
+    # The spool knows the truth; any other value is refused by h11 mid-send, or, through
+    # an inner transport that trusts it, makes the server read a cut or overrun body.
+    headers = headers.copy()
+    headers["Content-Length"] = str(size)
+    return headers
+
+
+def _rewindable(obj: object) -> bool:
+    """Whether ``obj`` is a seekable file whose I/O needs no awaiting."""
+    # An async file (anyio's, trio's) answers seekable() at once, but its tell/seek/read
+    # return coroutines: "rewinding" it would do nothing. (iscoroutinefunction sees
+    # through bound methods and functools.partial.)
+    methods = [getattr(obj, name, None) for name in ("seekable", "tell", "seek", "read")]
+    if not all(callable(method) and not inspect.iscoroutinefunction(method) for method in methods):
+        return False
     try:
-        return bool(obj.seekable()) and hasattr(obj, "tell") and hasattr(obj, "read")  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
+        return bool(obj.seekable())  # type: ignore[attr-defined]
+    except (OSError, ValueError):
         return False

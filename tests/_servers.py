@@ -19,7 +19,7 @@ import typing
 
 import uvicorn
 
-__all__ = ["DroppingUploadServer", "ServerThread", "SlidingLogApp", "max_in_window"]
+__all__ = ["DroppingUploadServer", "FlakyUploadApp", "ServerThread", "SlidingLogApp", "Upload", "max_in_window"]
 
 Scope = typing.MutableMapping[str, typing.Any]
 Message = typing.MutableMapping[str, typing.Any]
@@ -189,3 +189,31 @@ def _read_body(rfile: io.BufferedIOBase, headers: dict[str, str], *, limit: int 
         rfile.readline()
         if limit is not None and len(body) >= limit:
             return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """One request as the server read it: its body and how that body was framed."""
+
+    body: bytes
+    content_length: str | None
+    chunked: bool
+
+
+@dataclasses.dataclass
+class FlakyUploadApp:
+    """An API that answers its first ``failures`` requests 503 and the rest 200 (with the
+    body's SHA-256); ``uploads`` records every request, in order of arrival."""
+
+    failures: int = 1
+    uploads: list[Upload] = dataclasses.field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        body = await read_body(receive)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        chunked = headers.get(b"transfer-encoding", b"").lower() == b"chunked"
+        self.uploads.append(Upload(body, None if length is None else length.decode(), chunked))
+        status = 503 if len(self.uploads) <= self.failures else 200
+        await _respond(send, status, hashlib.sha256(body).hexdigest().encode(), [])

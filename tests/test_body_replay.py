@@ -6,17 +6,24 @@ socket would; ``test_e2e`` shows the same over a real connection.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import pathlib
 import tempfile
 import threading
+import tracemalloc
 import typing
 
+import anyio
 import httpx
 import pytest
+import trio
 from _modes import by_mode, mode_fixture  # noqa: F401 - fixtures: `mode` and `anyio_backend`
 from _support import URL, Harness, Recorder
+
+from ratelimit_client import AsyncRateLimitTransport, MemoryBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -151,4 +158,108 @@ async def test_a_stream_that_fails_while_being_read_leaves_nothing_open(
             "PUT", content=broken() if mode == "sync" else abroken()
         )
     assert recorder.bodies == []  # nothing was sent half-way
+    assert _open_files_under(tmp_path) == []
+
+
+class _AsyncBytesFile:
+    """An async file over bytes, its tell/seek/read functools.partial-wrapped coroutines;
+    ``seekable()`` is a coroutine too when ``awaited_seekable`` (as in aiofiles)."""
+
+    def __init__(self, data: bytes, *, awaited_seekable: bool) -> None:
+        self._file = io.BytesIO(data)
+        self.seekable = functools.partial(self._io, "seekable") if awaited_seekable else self._file.seekable
+        self.tell = functools.partial(self._io, "tell")
+        self.seek = functools.partial(self._io, "seek")
+        self.read = functools.partial(self._io, "read")
+
+    async def _io(self, name: str, *args: int) -> typing.Any:
+        return getattr(self._file, name)(*args)
+
+    def __aiter__(self) -> _AsyncBytesFile:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if line := self._file.readline():
+            return line
+        raise StopAsyncIteration
+
+
+async def _open_async_file(kind: str, path: pathlib.Path, data: bytes) -> typing.Any:
+    """An async file of ``data`` (written at ``path``), of the ``kind`` asked for."""
+    if kind == "anyio":
+        return await anyio.open_file(path, "rb")
+    if kind == "trio":
+        return await trio.open_file(path, "rb")
+    return _AsyncBytesFile(data, awaited_seekable=kind == "aiofiles-like")
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [
+        ("asyncio", "anyio"),
+        ("trio", "anyio"),
+        ("trio", "trio"),
+        ("asyncio", "partial-wrapped"),
+        ("asyncio", "aiofiles-like"),
+    ],
+)
+async def test_an_async_file_is_spooled_from_where_it_started(mode: str, kind: str, tmp_path: pathlib.Path) -> None:
+    # Its seekable() may answer at once, but tell/seek/read must be awaited: a sync rewind
+    # would do nothing and a retry would send an empty body.
+    path = tmp_path / "upload.bin"
+    path.write_bytes(b"HEADER" + PAYLOAD)
+    recorder = Recorder(_replies())
+    file = await _open_async_file(kind, path, b"HEADER" + PAYLOAD)
+    await file.seek(6)  # the body starts where the file was handed over
+    try:
+        response = await Harness(mode, recorder).request("PUT", content=file)
+    finally:
+        if hasattr(file, "aclose"):
+            await file.aclose()
+    _check(recorder, response)
+
+
+class _Discard(httpx.AsyncBaseTransport):
+    """Reads each body as a socket would, keeping none of it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async for _ in typing.cast("httpx.AsyncByteStream", request.stream):
+            pass
+        return httpx.Response(200)
+
+
+@pytest.mark.parametrize("mode", ["asyncio", "trio"])
+async def test_an_async_file_is_read_in_chunks_not_lines(mode: str, tmp_path: pathlib.Path) -> None:
+    # httpx iterates an async file by lines; this file's one line is all 16 MiB of it.
+    path = tmp_path / "zeros.bin"
+    path.write_bytes(bytes(16 * 1024 * 1024))
+    transport = AsyncRateLimitTransport(
+        _Discard(), rate="1000/second", ip="192.0.2.1", backend=MemoryBackend(), spool_threshold=0
+    )
+    async with await anyio.open_file(path, "rb") as file:
+        tracemalloc.start()
+        try:
+            await transport.handle_async_request(httpx.Request("PUT", URL, content=file))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through Linux /proc")
+async def test_a_spool_threshold_of_0_keeps_a_one_shot_body_on_disk(
+    mode: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    recorder = Recorder(_replies())
+    seen: list[list[str]] = []
+    recorder.during = lambda: seen.append(_open_files_under(tmp_path))
+    pulls: list[int] = []
+    content = _generator(pulls) if mode == "sync" else _async_iterator(pulls)
+
+    response = await Harness(mode, recorder, spool_threshold=0).request("PUT", content=content)
+
+    _check(recorder, response)
+    assert len(seen) == 3
+    assert all(seen)  # on disk during every attempt
     assert _open_files_under(tmp_path) == []
