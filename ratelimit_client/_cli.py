@@ -9,6 +9,7 @@ import json
 import sys
 import typing
 
+from ._backends import shown_url
 from ._config import load_settings
 from ._exceptions import ConfigError
 from ._rate import pacing_for, parse_rate
@@ -176,7 +177,7 @@ def _simulate(args: argparse.Namespace) -> int:
         backend = config.effective_backend
         print(
             f"simulate: {config.workers} processes, {config.keys} key(s), {config.ips} IP(s); server quota "
-            f"{config.quota} per IP+key counted by {config.mode}; backend {backend}; {config.duration:g} s",
+            f"{config.quota} per IP+key counted by {config.mode}; backend {shown_url(backend)}; {config.duration:g} s",
             file=progress,
         )
         print(
@@ -191,7 +192,10 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.plot:
         plot(summaries, config.quota.per_second, args.plot)
     if args.json:
-        out = {"config": _jsonable(dataclasses.asdict(config)), "runs": [s.to_json() for s in summaries]}
+        out = {
+            "config": _without_password(_jsonable(dataclasses.asdict(config))),
+            "runs": [_without_password(s.to_json()) for s in summaries],
+        }
         print(json.dumps(out, indent=2))
     else:
         print(format_table(summaries))
@@ -199,6 +203,13 @@ def _simulate(args: argparse.Namespace) -> int:
             for error in summary.errors:
                 print(f"{summary.kind}: worker error: {error}", file=sys.stderr)
     return 1 if any(s.errors for s in summaries) else 0
+
+
+def _without_password(record: object) -> object:
+    """``record`` with its backend URL as :func:`shown_url` shows it: a Redis URL may hold a password."""
+    if isinstance(record, dict) and isinstance(record.get("backend"), str):
+        return record | {"backend": shown_url(record["backend"])}
+    return record
 
 
 def _jsonable(value: object) -> object:
@@ -250,7 +261,8 @@ def _config(args: argparse.Namespace) -> int:
     for field in dataclasses.fields(settings):
         if field.name in ("retry", "sources"):
             continue
-        rows.append((field.name, _show(getattr(settings, field.name)), settings.sources.get(field.name, "default")))
+        value = shown_url(settings.backend) if field.name == "backend" else _show(getattr(settings, field.name))
+        rows.append((field.name, value, settings.sources.get(field.name, "default")))
         if field.name == "rate":
             rows.append(("quota", str(settings.quota), "rate" if settings.rate is not None else "tier"))
         if field.name == "server_counting":

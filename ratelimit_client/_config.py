@@ -7,6 +7,8 @@ and what is allowed.
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -19,7 +21,7 @@ import warnings
 from ._adaptive import AdaptiveConfig, AdaptiveMode
 from ._exceptions import ConfigError
 from ._headers import ResetFormat
-from ._rate import DEFAULT_TIERS, Rate, ServerCounting, pacing_for, parse_rate
+from ._rate import DEFAULT_TIERS, Rate, ServerCounting, check_burst, pacing_for, parse_rate
 from ._retry import RetryPolicy
 
 if sys.version_info >= (3, 11):
@@ -34,7 +36,8 @@ CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_BACKEND = "sqlite://"
 AUTO_TIER = "auto"  # start at the free tier's rate and learn the real quota from the server
 _RESET_FORMATS = ("auto", "epoch", "epoch_ms", "delta")
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: `$` also matches before a final newline
+_SECONDS = "a finite number of seconds, 0 or more"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +61,13 @@ class Settings:
     adaptive_discover: bool = False
     reset_formats: typing.Mapping[str, ResetFormat] = dataclasses.field(default_factory=dict)
     sources: typing.Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        # The backend URL may hold a Redis password; the dataclass repr would show it.
+        from ._backends import shown_url  # noqa: PLC0415 - backends import config types
+
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"backend": shown_url(self.backend)}
+        return f"{type(self).__qualname__}({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def quota(self) -> Rate:
@@ -105,15 +115,41 @@ def _int(field: str, value: object) -> int:
     return value
 
 
-def _seconds(field: str, value: object) -> float:
+def _burst(field: str, value: object) -> int:
+    number = value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # text that is no integer is refused below
+            number = int(value.strip())
+    try:
+        return check_burst(number, field=field)
+    except ConfigError as exc:  # quote the text as given, not an int made of it
+        raise ConfigError(field, value, exc.allowed) from None
+
+
+def _float(field: str, value: object, allowed: str) -> float:
+    """``value`` (a number, or its text) as a finite float; errors quote it as given."""
+    number = value
     if isinstance(value, str):
         try:
-            value = float(value.strip())
+            number = float(value.strip())
         except ValueError:
-            raise ConfigError(field, value, "a number of seconds, 0 or more") from None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
-        raise ConfigError(field, value, "a finite number of seconds, 0 or more")
-    return float(value)
+            raise ConfigError(field, value, allowed) from None
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        raise ConfigError(field, value, allowed)
+    try:
+        number = float(number)
+    except OverflowError:  # an int beyond a float's range
+        raise ConfigError(field, value, allowed) from None
+    if not math.isfinite(number):
+        raise ConfigError(field, value, allowed)
+    return number
+
+
+def _seconds(field: str, value: object) -> float:
+    seconds = _float(field, value, _SECONDS)
+    if seconds < 0:
+        raise ConfigError(field, value, _SECONDS)
+    return seconds
 
 
 def _optional_seconds(field: str, value: object) -> float | None:
@@ -130,16 +166,23 @@ def _bool(field: str, value: object) -> bool:
     raise ConfigError(field, value, "true or false")
 
 
+def _stripped(value: object) -> object:
+    # Text from the environment or a file often ends in a newline or a stray space.
+    return value.strip() if isinstance(value, str) else value
+
+
 def _counting(field: str, value: object) -> ServerCounting:
-    if value in ("unknown", "token_bucket"):
-        return value
+    choice = _stripped(value)
+    if choice in ("unknown", "token_bucket"):
+        return choice
     raise ConfigError(field, value, "'unknown' or 'token_bucket'")
 
 
 def _namespace(field: str, value: object) -> str:
-    if not isinstance(value, str) or not _NAMESPACE_RE.match(value):
+    namespace = _stripped(value)
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
         raise ConfigError(field, value, "1-64 characters of letters, digits, '_', '.', ':' or '-'")
-    return value
+    return namespace
 
 
 def _backend(field: str, value: object) -> str:
@@ -158,26 +201,23 @@ def _tiers(field: str, value: object) -> dict[str, Rate]:
         if any(not sep for _, sep, _ in pairs):
             raise ConfigError(field, value, "'name=rate' pairs separated by commas")
         value = {name.strip(): rate.strip() for name, _, rate in pairs}
-    if not isinstance(value, dict) or not value:
+    if not isinstance(value, collections.abc.Mapping) or not value:
         raise ConfigError(field, value, "a table of tier names to rates")
-    return {_text(f"{field}.{name}", name): parse_rate(rate, field=f"{field}.{name}") for name, rate in value.items()}
+    tiers = {_text(f"{field}.{name}", name): parse_rate(rate, field=f"{field}.{name}") for name, rate in value.items()}
+    if AUTO_TIER in tiers:  # a tier by that name could never be chosen
+        raise ConfigError(field, AUTO_TIER, f"tier names other than {AUTO_TIER!r}, which is reserved (learn the quota)")
+    return tiers
 
 
 def _mode(field: str, value: object) -> AdaptiveMode:
-    if value in ("off", "headers", "full"):
-        return value
+    mode = _stripped(value)
+    if mode in ("off", "headers", "full"):
+        return mode
     raise ConfigError(field, value, "'off', 'headers' or 'full'")
 
 
 def _number(field: str, value: object) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ConfigError(field, value, "a number") from None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(field, value, "a finite number")
-    return float(value)
+    return _float(field, value, "a finite number")
 
 
 def _optional_rate(field: str, value: object) -> Rate | None:
@@ -196,10 +236,11 @@ def _reset_formats(field: str, value: object) -> dict[str, ResetFormat]:
     if not isinstance(value, dict):
         raise ConfigError(field, value, "a table of host names to reset formats")
     formats: dict[str, ResetFormat] = {}
-    for host, fmt in value.items():
+    for host, given in value.items():
+        fmt = _stripped(given)
         if fmt not in _RESET_FORMATS:
-            raise ConfigError(_nested(field, host), fmt, f"one of {', '.join(_RESET_FORMATS)}")
-        formats[_text(_nested(field, host), host).lower()] = fmt
+            raise ConfigError(_nested(field, host), given, f"one of {', '.join(_RESET_FORMATS)}")
+        formats[_text(_nested(field, host), host).lower()] = typing.cast("ResetFormat", fmt)
     return formats
 
 
@@ -213,7 +254,7 @@ _PARSERS: dict[str, typing.Callable[[str, object], object]] = {
     "tier": _text,
     "tiers": _tiers,
     "rate": lambda field, value: parse_rate(typing.cast("str", value), field=field),
-    "burst": _int,
+    "burst": _burst,
     "server_counting": _counting,
     "backend": _backend,
     "namespace": _namespace,
@@ -245,6 +286,17 @@ _RETRY_FIELDS = {f.name: _retry_parser(f.name) for f in dataclasses.fields(Retry
 Raw = dict[str, tuple[object, str]]  # field -> (value as given, where it came from)
 
 
+class _NotShown:
+    """Stands in a :class:`ConfigError` for the value of an unknown key, which may be a secret
+    (``api_key = …`` in a file, a misspelt keyword)."""
+
+    def __repr__(self) -> str:
+        return "<value not shown>"
+
+
+_NOT_SHOWN = _NotShown()
+
+
 def load_settings(
     *,
     config_file: str | os.PathLike[str] | None = None,
@@ -261,13 +313,15 @@ def load_settings(
     retry_raw: Raw = {}
     path = config_file if config_file is not None else environ.get(CONFIG_ENV)
     if path:
-        _from_file(path, layers[0], retry_raw)
+        _from_file(_config_path(path), layers[0], retry_raw)
     _from_environment(environ, layers[1], retry_raw)
     _from_arguments(arguments, layers[2], retry_raw)
     raw: Raw = {name: item for layer in layers for name, item in layer.items()}
     rate_overridden = _tier_overrides_rate(layers)
     if rate_overridden:
-        del raw["rate"]
+        # Not used, but a broken rate is a mistake all the same: say so now, not when the tier goes.
+        value, source = raw.pop("rate")
+        _PARSERS["rate"](_label("rate", source), value)
 
     values = {
         name: _PARSERS[name](_label(name, source), value) for name, (value, source) in raw.items() if name != "tiers"
@@ -321,6 +375,15 @@ def _tier_overrides_rate(layers: list[Raw]) -> bool:
     return "tier" in level and "rate" in level and level["tier"] > level["rate"]
 
 
+def _config_path(path: object) -> str | os.PathLike[str]:
+    """``path`` if ``open`` can take it as a file's name, else ConfigError."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ConfigError("config_file", path, "the path of a TOML file")
+    if "\0" in os.fsdecode(path):
+        raise ConfigError("config", os.fspath(path), "a readable TOML file (the path has a NUL character)")
+    return typing.cast("str | os.PathLike[str]", path)
+
+
 def _label(field: str, source: str) -> str:
     return field if source.startswith("argument") else f"{field} ({source})"
 
@@ -333,12 +396,12 @@ def _from_file(path: str | os.PathLike[str], raw: Raw, retry_raw: Raw) -> None:
                 raise ConfigError(f"retry ({source})", value, "a table")
             for name, item in value.items():
                 if name not in _RETRY_FIELDS:
-                    raise ConfigError(f"retry.{name} ({source})", item, f"one of {', '.join(_RETRY_FIELDS)}")
+                    raise ConfigError(f"retry.{name} ({source})", _NOT_SHOWN, f"one of {', '.join(_RETRY_FIELDS)}")
                 retry_raw[name] = (item, source)
         elif key in _PARSERS:
             raw[key] = (value, source)
         else:
-            raise ConfigError(f"{key} ({source})", value, f"one of {', '.join(sorted(_PARSERS))}, retry")
+            raise ConfigError(f"{key} ({source})", _NOT_SHOWN, f"one of {', '.join(sorted(_PARSERS))}, retry")
 
 
 def _from_environment(environ: typing.Mapping[str, str], raw: Raw, retry_raw: Raw) -> None:
@@ -384,7 +447,7 @@ def _from_arguments(arguments: typing.Mapping[str, object], raw: Raw, retry_raw:
         elif name in _PARSERS:
             raw[name] = (value, "argument")
         else:
-            raise ConfigError(name, value, f"one of {', '.join(sorted(_PARSERS))}, retry")
+            raise ConfigError(name, _NOT_SHOWN, f"one of {', '.join(sorted(_PARSERS))}, retry")
 
 
 def _read_toml(path: str | os.PathLike[str]) -> dict[str, object]:

@@ -75,30 +75,56 @@ class TransportStatistics:
 
 _MASK = "***"
 
+# Matches any text, malformed URLs too: the authority runs to the first "/", "?" or "#" as
+# urllib.parse has it, and its user info to the last "@", lest an unencoded "@" in a password
+# leave the rest of the password before the host.
+_URL_PARTS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*:(?://)?)?(?P<authority>[^/?#]*)(?P<path>[^?#]*)"
+    r"(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?",
+    re.DOTALL,
+)
+# A query item: the text between separators ("&", and ";" which some servers split on too).
+_QUERY_ITEM = re.compile(r"[^&;]+")
 
-def redact_url(url: httpx.URL) -> str:
-    """``url`` without user info and with every query value masked: tokens hide there."""
-    if url.query:
-        names = [name for name, _ in url.params.multi_items()]
-        query = "&".join(f"{name}={_MASK}" for name in names)
-        url = url.copy_with(query=query.encode("ascii", "replace"))
-    if url.userinfo:
-        url = url.copy_with(username=None, password=None)
-    return str(url)
+
+def redact_url(url: httpx.URL | str, *, keep: typing.Container[str] = ()) -> str:
+    """``url`` without user info, with every query value (but those named in ``keep``) and the
+    fragment masked: tokens hide there. An item without a name (``?token``) is masked whole."""
+    parts = _URL_PARTS.fullmatch(str(url))
+    assert parts is not None  # every group is optional or matches the empty string
+    scheme, authority, path, query, fragment = parts.group("scheme", "authority", "path", "query", "fragment")
+    shown = f"{scheme or ''}{authority.rpartition('@')[2]}{path}"
+    if query is not None:
+        shown += "?" + _QUERY_ITEM.sub(lambda item: _masked_item(item.group(), keep), query)
+    if fragment is not None:
+        shown += f"#{_MASK}" if fragment else "#"
+    return shown
+
+
+def _masked_item(item: str, keep: typing.Container[str]) -> str:
+    name, equals, _ = item.partition("=")
+    if not (name and equals):
+        return _MASK
+    return item if name in keep else f"{name}={_MASK}"
 
 
 def describe(request: httpx.Request) -> str:
     return f"{request.method} {redact_url(request.url)}"
 
 
-# A query parameter's value (up to the next separator) and a URL's user info, in free text.
-_QUERY_VALUE = re.compile(r"""([?&][^=&#\s"'<>]+=)[^&#\s"'<>]*""")
-_USERINFO = re.compile(r"""([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s"'<>]+@""")
+# In free text: a URL runs to whitespace, a quote or an angle bracket. A query may also come
+# without scheme and host ("GET /files?token"), and a name=value pair on its own.
+_URL = re.compile(r"""[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]*""")
+_QUERY = re.compile(r"""(?<![\s"'<>])\?[^#\s"'<>]+""")
+_PAIR = re.compile(r"""(&[^=&;#\s"'<>]+=)[^&;#\s"'<>]*""")
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every URL's query values masked and its user info removed."""
-    return _QUERY_VALUE.sub(rf"\1{_MASK}", _USERINFO.sub(r"\1", text))
+    """``text`` with every URL shown as :func:`redact_url` shows it, and every other query
+    string's items and ``&name=value`` pair masked."""
+    text = _URL.sub(lambda url: redact_url(url.group()), text)
+    text = _QUERY.sub(lambda query: redact_url(query.group()), text)
+    return _PAIR.sub(rf"\1{_MASK}", text)
 
 
 class RedactingFilter(logging.Filter):

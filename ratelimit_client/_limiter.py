@@ -12,7 +12,7 @@ import typing
 from . import _identity
 from ._exceptions import ConfigError
 from ._gcra import Bucket
-from ._rate import Rate, ServerCounting, pacing_for, parse_rate
+from ._rate import Rate, ServerCounting, check_burst, pacing_for, parse_rate
 
 __all__ = ["Limit", "Limiter", "Scope"]
 
@@ -36,8 +36,8 @@ class Limit:
     def __init__(self, rate: Rate | str, per: Scope = "ip+key", burst: int | None = None) -> None:
         if per not in _SCOPES:
             raise ConfigError("limit.per", per, f"one of {', '.join(_SCOPES)}")
-        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 1):
-            raise ConfigError("limit.burst", burst, "an integer of at least 1")
+        if burst is not None:
+            check_burst(burst, field="limit.burst")
         object.__setattr__(self, "rate", parse_rate(rate, field="limit.rate"))
         object.__setattr__(self, "per", per)
         object.__setattr__(self, "burst", burst)

@@ -51,7 +51,7 @@ class RetryPolicy:
                 raise ConfigError(f"retry.{name}", value, "an integer of at least 1")
         for name in ("throttle_timeout", "failure_timeout", "backoff_base", "backoff_max", "max_server_wait"):
             value = getattr(self, name)
-            if not _is_number(value) or not (value >= 0 and math.isfinite(value)):
+            if not _is_number(value) or not (value >= 0 and _is_finite(value)):
                 raise ConfigError(f"retry.{name}", value, "a finite number of seconds, 0 or more")
         if not _is_number(self.retry_budget_ratio) or not 0 <= self.retry_budget_ratio <= 10:
             raise ConfigError("retry.retry_budget_ratio", self.retry_budget_ratio, "a number from 0 to 10")
@@ -63,6 +63,14 @@ class RetryPolicy:
 
 def _is_number(value: object) -> typing.TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: float) -> bool:
+    # An int too large for a float makes math.isfinite raise OverflowError.
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclasses.dataclass(slots=True)

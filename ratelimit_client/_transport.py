@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import ipaddress
 import os
 import sys
 import time
@@ -35,7 +38,7 @@ __all__ = ["AsyncRateLimitTransport", "RateLimitTransport"]
 
 # Options that are settings: they may also come from the environment or a file.
 _SETTINGS = (
-    "tier", "rate", "burst", "server_counting", "namespace", "retry", "max_wait", "adaptive", "adaptive_beta",
+    "tier", "tiers", "rate", "burst", "server_counting", "namespace", "retry", "max_wait", "adaptive", "adaptive_beta",
     "adaptive_probe", "adaptive_floor", "adaptive_ttl", "adaptive_discover", "reset_formats",
 )  # fmt: skip
 
@@ -47,21 +50,26 @@ class _Shared:
         unknown = set(options) - set(Options.__annotations__)
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(name, options[name], f"one of {', '.join(sorted(Options.__annotations__))}")  # type: ignore[literal-required]
+            raise ConfigError("option", name, f"one of {', '.join(sorted(Options.__annotations__))}")
         backend = options.get("backend")
         given_backend = backend if backend is not None and not isinstance(backend, str) else None
         if given_backend is not None and not isinstance(given_backend, Backend):
             raise ConfigError("backend", backend, "a backend URL or a Backend object")
         spool_threshold = options.get("spool_threshold", DEFAULT_SPOOL_THRESHOLD)
-        if not isinstance(spool_threshold, int) or spool_threshold < 0:
+        if isinstance(spool_threshold, bool) or not isinstance(spool_threshold, int) or spool_threshold < 0:
             raise ConfigError("spool_threshold", spool_threshold, "a number of bytes, 0 or more")
+        _check_options(options)
         # httpx logs full URLs: mask query-string credentials before any request is made.
         install_log_filter("httpx")
         self.settings: Settings = load_settings(
             config_file=options.get("config_file"),
-            backend=backend if isinstance(backend, str) else None,
+            # A Backend object wins over the environment and the file as any argument does: a
+            # URL that always parses stands in for it, so theirs are not even read.
+            backend="memory://" if given_backend is not None else backend,
             **typing.cast("dict[str, typing.Any]", {name: options.get(name) for name in _SETTINGS}),
         )
+        if given_backend is not None:
+            self.settings = dataclasses.replace(self.settings, backend=f"<{type(given_backend).__name__}>")
         settings = self.settings
         self.owns_backend = given_backend is None
         self.monitor = Monitor(options.get("on_event"), time.monotonic)
@@ -89,10 +97,52 @@ class _Shared:
         return f"<{name} {self.limiter!r} backend={self.backend!r} status={self.monitor.status.value!r}>"
 
 
+def _check_options(options: Options) -> None:
+    """Refuse the options that are no settings when they are of the wrong kind, before any request."""
+    on_event = options.get("on_event")
+    if on_event is not None and not callable(on_event):
+        raise ConfigError("on_event", on_event, "a callable taking an Event, or None")
+    api_key = options.get("api_key")
+    if api_key is not None and not _is_utf8(api_key):
+        # A secret: only its type is shown.
+        raise ConfigError("api_key", type(api_key), "a str (encodable as UTF-8) or None; the key is not shown")
+    ip = options.get("ip")
+    if ip is not None and not _is_ip(ip):
+        raise ConfigError("ip", ip, "an IP address such as '192.0.2.1', or None (the local address towards the host)")
+    limits = options.get("limits", ())
+    # A str is a sequence too, and one Limit is easily passed without its list.
+    if isinstance(limits, (str, bytes)) or not isinstance(limits, collections.abc.Sequence):
+        raise ConfigError("limits", limits, "a sequence of Limit objects, such as [Limit('1000/hour', per='key')]")
+    for index, limit in enumerate(limits):
+        if not isinstance(limit, Limit):
+            raise ConfigError(f"limits[{index}]", limit, "a Limit, such as Limit('1000/hour', per='key')")
+
+
+def _is_utf8(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, as os.environ makes of bytes that are not UTF-8
+        return False
+    return True
+
+
+def _is_ip(value: object) -> bool:
+    if not isinstance(value, str):
+        return False  # ipaddress would take an int as an address
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 class Options(typing.TypedDict, total=False):
     """Keyword options of both transports; each also reads from the environment and a file."""
 
     tier: str | None  # "free" (50/minute, default) or "paid" (200/minute), or one of `tiers`
+    tiers: typing.Mapping[str, str | Rate] | None  # the tier table: names to rates, added to free and paid
     rate: str | Rate | None  # the server's quota, overriding the tier: "50/minute"
     burst: int | None  # requests at once; unset = the safe default for `server_counting`
     server_counting: ServerCounting | None  # "unknown" (safe, default) or "token_bucket" (full quota)

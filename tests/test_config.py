@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import types
 import typing
 
 import pytest
 
-from ratelimit_client import DEFAULT_TIERS, ConfigError, Rate, RetryPolicy, Settings, load_settings
+from ratelimit_client import (
+    DEFAULT_TIERS,
+    ConfigError,
+    Limit,
+    MemoryBackend,
+    Rate,
+    RateLimitTransport,
+    RetryPolicy,
+    Settings,
+    load_settings,
+)
 from ratelimit_client._config import DEFAULT_BACKEND
 
 
@@ -312,15 +323,25 @@ FILE_ERRORS = [
     ("max_wait = nan", "max_wait", None),  # NaN: checked by field only (nan != nan)
     ("max_wait = true", "max_wait", True),
     ("retry = 5", "retry", 5),
-    ("retry = {attempts = 5}", "retry.attempts", 5),
     ("retry = {throttle_attempts = 0}", "retry.throttle_attempts", 0),
     ('retry = {throttle_attempts = "3"}', None, None),  # a TOML string is parsed like the environment's
     ("retry = {backoff_max = -1}", "retry.backoff_max", -1),
     ('retry = {retry_unsafe = "perhaps"}', "retry.retry_unsafe", "perhaps"),
     ("retry = {retry_budget_ratio = 20}", "retry.retry_budget_ratio", 20.0),
     ('retry = {reset_format = "iso"}', "retry.reset_format", "iso"),
-    ("limits = 5", "limits", 5),
 ]
+
+
+@pytest.mark.parametrize(("text", "field"), [("retry = {attempts = 5}", "retry.attempts"), ("limits = 5", "limits")])
+def test_an_unknown_file_key_is_named_without_its_value(
+    toml: typing.Callable[[str], pathlib.Path], text: str, field: str
+) -> None:
+    # Its value may be a secret put in the wrong place (api_key = "..."): never echoed.
+    path = toml(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=path, environ={})
+    assert info.value.field == f"{field} (file {path})"
+    assert str(info.value).startswith(f"invalid {field} (file {path}): <value not shown> (expected one of ")
 
 
 @pytest.mark.parametrize(("text", "field", "value"), FILE_ERRORS)
@@ -464,3 +485,197 @@ def test_invalid_adaptive_values_name_the_field(environ: dict[str, str], field: 
     with pytest.raises(ConfigError) as info:
         load_settings(environ=environ)
     assert info.value.field == field
+
+
+# --- values no float holds, whitespace, reserved names, overridden values ----------------
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("max_wait", HUGE, id="max_wait"),
+        pytest.param("adaptive_beta", HUGE, id="adaptive_beta"),
+        pytest.param("adaptive_probe", HUGE, id="adaptive_probe"),
+        pytest.param("adaptive_ttl", HUGE, id="adaptive_ttl"),
+        pytest.param("burst", HUGE, id="burst"),
+        pytest.param("burst", 1_000_001, id="burst-beyond-the-bound"),
+        pytest.param("rate", Rate(1, 1e308), id="rate-window-beyond-the-bound"),
+        pytest.param("adaptive_floor", Rate(1e-300, 1e7), id="floor-interval-beyond-the-bound"),
+    ],
+)
+def test_numbers_too_big_name_the_field_and_the_value_given(field: str, value: object) -> None:
+    arguments: dict[str, typing.Any] = {field: value}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, **arguments)
+    assert info.value.field == field
+    assert info.value.value == value
+
+
+def test_a_tier_beyond_the_rate_bound_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"at most 1,000,000,000 seconds") as info:
+        load_settings(environ={}, tiers={"team": Rate(1, 1e308)})
+    assert (info.value.field, info.value.value) == ("tiers.team", Rate(1, 1e308))
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("MAX_WAIT", "max_wait"),
+        ("ADAPTIVE_BETA", "adaptive_beta"),
+        ("ADAPTIVE_TTL", "adaptive_ttl"),
+        ("BURST", "burst"),
+        ("RETRY_FAILURE_TIMEOUT", "retry.failure_timeout"),
+    ],
+)
+def test_a_huge_number_in_the_environment_is_quoted_as_given(variable: str, field: str) -> None:
+    name = f"RATELIMIT_CLIENT_{variable}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={name: "9" * 400})
+    assert info.value.field == f"{field} (environment {name})"
+    assert info.value.value == "9" * 400  # not inf, nor a 400-digit int turned into something else
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["throttle_timeout", "failure_timeout", "backoff_base", "backoff_max", "max_server_wait"],
+)
+def test_retry_policy_rejects_numbers_too_big_for_a_float(field: str) -> None:
+    arguments: dict[str, typing.Any] = {field: HUGE}
+    with pytest.raises(ConfigError) as info:
+        RetryPolicy(**arguments)
+    assert info.value.field == f"retry.{field}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("NAMESPACE", "ns\n", "namespace", "ns"),
+        ("NAMESPACE", " ns ", "namespace", "ns"),
+        ("SERVER_COUNTING", "token_bucket\n", "server_counting", "token_bucket"),
+        ("ADAPTIVE", " headers ", "adaptive", "headers"),
+    ],
+)
+def test_environment_text_is_stripped_like_the_tier(variable: str, value: str, field: str, expected: str) -> None:
+    settings = load_settings(environ={f"RATELIMIT_CLIENT_{variable}": value})
+    assert getattr(settings, field) == expected
+
+
+def test_file_text_is_stripped_like_the_tier(toml: typing.Callable[[str], pathlib.Path]) -> None:
+    path = toml('namespace = "acme "\nserver_counting = " unknown"\nadaptive = "off "\n[reset_formats]\napi = "delta "')
+    settings = load_settings(config_file=path, environ={})
+    assert (settings.namespace, settings.server_counting, settings.adaptive) == ("acme", "unknown", "off")
+    assert settings.reset_formats == {"api": "delta"}
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ("argument", "tiers"),
+        ("environment", "tiers (environment RATELIMIT_CLIENT_TIERS)"),
+        ("file", "tiers (file {path})"),
+    ],
+)
+def test_auto_is_a_reserved_tier_name(toml: typing.Callable[[str], pathlib.Path], source: str, field: str) -> None:
+    path = toml('[tiers]\nauto = "500/minute"\n')
+    sources: dict[str, dict[str, typing.Any]] = {
+        "argument": {"environ": {}, "tiers": {"auto": "500/minute"}},
+        "environment": {"environ": {"RATELIMIT_CLIENT_TIERS": "team=5/s, auto=500/minute"}},
+        "file": {"environ": {}, "config_file": path},
+    }
+    given = sources[source]
+    with pytest.raises(ConfigError, match="'auto', which is reserved") as info:
+        load_settings(tier="auto", **given)
+    assert info.value.field == field.format(path=path)
+    assert info.value.value == "auto"
+
+
+@pytest.mark.parametrize(
+    ("rate_from", "tier_from", "field"),
+    [
+        ("environment", "argument", "rate (environment RATELIMIT_CLIENT_RATE)"),
+        ("file", "argument", "rate (file {path})"),
+        ("file", "environment", "rate (file {path})"),
+    ],
+)
+def test_a_rate_the_tier_overrides_is_still_validated(
+    toml: typing.Callable[[str], pathlib.Path], rate_from: str, tier_from: str, field: str
+) -> None:
+    # The tier wins (it was given at a higher precedence), but a broken rate is a mistake all the same.
+    path = toml('rate = "garbage"\n')
+    environ = {"RATELIMIT_CLIENT_RATE": "garbage"} if rate_from == "environment" else {}
+    if tier_from == "environment":
+        environ["RATELIMIT_CLIENT_TIER"] = "paid"
+    arguments: dict[str, typing.Any] = {"tier": "paid"} if tier_from == "argument" else {}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=environ, config_file=path if rate_from == "file" else None, **arguments)
+    assert info.value.field == field.format(path=path)
+    assert info.value.value == "garbage"
+
+
+@pytest.mark.parametrize(
+    ("config_file", "field"),
+    [(5, "config_file"), (["a.toml"], "config_file"), ("a\0b.toml", "config")],
+)
+def test_a_config_file_that_is_no_path_names_the_field(config_file: typing.Any, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=config_file, environ={})
+    assert info.value.field == field
+
+
+# --- the transports' own options ---------------------------------------------------------
+
+
+def test_a_backend_object_wins_over_the_environment_and_the_file(
+    toml: typing.Callable[[str], pathlib.Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RATELIMIT_CLIENT_BACKEND", "bogus://x")
+    monkeypatch.setenv("RATELIMIT_CLIENT_CONFIG", str(toml('backend = "ftp://y"\n')))
+    backend = MemoryBackend()
+    with RateLimitTransport(backend=backend) as transport:
+        assert transport._shared.backend is backend
+        assert transport.settings.backend == "<MemoryBackend>"
+        assert transport.settings.sources["backend"] == "argument"
+
+
+@pytest.mark.parametrize("table", [{"team": "1000/minute"}, types.MappingProxyType({"team": Rate(1000, 60)})])
+def test_the_tier_table_is_a_transport_option(table: typing.Mapping[str, str | Rate]) -> None:
+    with RateLimitTransport(backend="memory://", tiers=table, tier="team") as transport:
+        assert transport.settings.quota == Rate(1000, 60)
+        assert transport.settings.sources["tiers.team"] == "argument"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        pytest.param({"api_key": 123}, "api_key", id="api_key-int"),
+        pytest.param({"api_key": b"k-secret"}, "api_key", id="api_key-bytes"),
+        pytest.param({"api_key": "k-secret\ud800"}, "api_key", id="api_key-not-utf8"),
+        pytest.param({"limits": ["1000/hour"]}, "limits[0]", id="limits-of-text"),
+        pytest.param({"limits": [Limit("1/s"), None]}, "limits[1]", id="limits-with-none"),
+        pytest.param({"limits": Limit("10/s")}, "limits", id="limits-one-limit"),
+        pytest.param({"limits": "10/s"}, "limits", id="limits-text"),
+        pytest.param({"spool_threshold": True}, "spool_threshold", id="spool_threshold-bool"),
+        pytest.param({"on_event": "print"}, "on_event", id="on_event-not-callable"),
+        pytest.param({"config_file": 5}, "config_file", id="config_file-int"),
+        pytest.param({"config_file": "a\0b.toml"}, "config", id="config_file-nul"),
+        pytest.param({"ip": 5}, "ip", id="ip-int"),
+        pytest.param({"ip": "my laptop"}, "ip", id="ip-not-an-address"),
+        pytest.param({"burst": 10**400, "server_counting": "token_bucket"}, "burst", id="burst-huge"),
+    ],
+)
+def test_every_invalid_transport_option_is_a_config_error_at_construction(
+    options: dict[str, typing.Any], field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RateLimitTransport(backend="memory://", **options)
+    assert info.value.field == field
+    assert "k-secret" not in str(info.value)  # an API key is never shown
+
+
+@pytest.mark.parametrize("burst", [pytest.param(1_000_001, id="bound+1"), pytest.param(HUGE, id="10**400")])
+def test_a_limit_burst_beyond_the_bound_is_rejected(burst: int) -> None:
+    with pytest.raises(ConfigError, match=r"expected an integer from 1 to 1000000\)") as info:
+        Limit("10/s", burst=burst)
+    assert info.value.field == "limit.burst"

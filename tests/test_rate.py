@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ratelimit_client import DEFAULT_TIERS, ConfigError, Rate, parse_rate
-from ratelimit_client._rate import Pacing, pacing_for
+from ratelimit_client._rate import Pacing, ServerCounting, pacing_for
 
 
 @pytest.mark.parametrize(
@@ -151,3 +151,54 @@ def test_pacing_rejects_unknown_server_counting() -> None:
         pacing_for(Rate(50, 60), server="sliding_log")  # type: ignore[arg-type]
     assert info.value.field == "server_counting"
     assert info.value.value == "sliding_log"
+
+
+# --- rates and bursts no float can carry ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requests", "per_seconds", "field"),
+    [
+        pytest.param(10**400, 60, "rate.requests", id="requests-too-big-for-a-float"),
+        pytest.param(50, 10**400, "rate.per_seconds", id="per_seconds-too-big-for-a-float"),
+        pytest.param(1e-300, 1e10, "rate.requests", id="interval-overflows"),  # no limit at all
+        pytest.param(5e-324, 1, "rate.requests", id="interval-overflows-subnormal"),
+        pytest.param(1e308, 1e-3, "rate.requests", id="rate-overflows"),
+    ],
+)
+def test_rate_rejects_numbers_whose_interval_or_rate_is_not_a_float(
+    requests: float, per_seconds: float, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Rate(requests, per_seconds)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Rate(1, 1e308), Rate(1, 2e9), Rate(1e-300, 1e7), Rate(0.5, 1e9), "1/99999999999d", "1/40000 days"],
+)
+def test_parse_rate_rejects_a_window_or_interval_beyond_the_bound(value: str | Rate) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_rate(value, field="limit.rate")
+    assert info.value.field == "limit.rate"
+    assert info.value.value == value  # the value given, not one derived from it
+    assert "at most 1,000,000,000 seconds (about 31 years)" in str(info.value)
+
+
+@pytest.mark.parametrize("server", ["unknown", "token_bucket"])
+def test_the_rate_bound_keeps_every_pacing_finite(server: ServerCounting) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate(Rate(1, math.nextafter(1e9, math.inf)))
+    # The pacing may double the window, and a bucket multiplies the interval by the burst.
+    pacing = pacing_for(parse_rate(Rate(1, 1e9)), burst=1_000_000, server=server)
+    assert math.isfinite(pacing.rate.per_seconds)
+    assert math.isfinite(pacing.rate.interval * pacing.burst)
+
+
+@pytest.mark.parametrize("burst", [pytest.param(1_000_001, id="bound+1"), pytest.param(10**400, id="10**400")])
+@pytest.mark.parametrize("server", ["unknown", "token_bucket"])
+def test_pacing_rejects_bursts_beyond_the_bound(burst: int, server: ServerCounting) -> None:
+    with pytest.raises(ConfigError, match=r"expected an integer from 1 to 1000000\)") as info:
+        pacing_for(Rate(50, 60), burst=burst, server=server)
+    assert info.value.field == "burst"

@@ -20,13 +20,20 @@ from _servers import Receive, Scope, Send, ServerThread
 
 from ratelimit_client import (
     AsyncRateLimitTransport,
+    BackendError,
+    ConfigError,
     Event,
     MemoryBackend,
     RateLimitTransport,
+    RedisBackend,
     RequestFailed,
     RetryPolicy,
+    load_settings,
 )
-from ratelimit_client._events import RedactingFilter
+from ratelimit_client._cli import main
+from ratelimit_client._events import RedactingFilter, describe, redact_text
+from ratelimit_client._gcra import Bucket
+from ratelimit_client._simulate import RunSummary
 
 pytestmark = pytest.mark.anyio
 
@@ -197,3 +204,166 @@ def test_the_transports_install_the_filter_once() -> None:
     RateLimitTransport(backend=MemoryBackend())
     filters = [f for f in logging.getLogger("httpx").filters if isinstance(f, RedactingFilter)]
     assert len(filters) == 1
+
+
+# Credentials in configuration: a Redis password in the backend URL, a key in a config file.
+
+PASSWORD = "s3cretPASSWORDvalue"
+
+
+def _no_password(text: str) -> bool:
+    return PASSWORD not in text and PASSWORD[:8] not in text
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("RATELIMIT_CLIENT_"):
+            monkeypatch.delenv(name)
+
+
+def test_the_settings_repr_hides_the_redis_password() -> None:
+    settings = load_settings(backend=f"redis://:{PASSWORD}@localhost:6379/0?fallback=fail", environ={})
+    assert settings.backend == f"redis://:{PASSWORD}@localhost:6379/0?fallback=fail"  # still usable
+    assert _no_password(repr(settings))
+    assert "backend='redis://localhost:6379/0?fallback=fail'" in repr(settings)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_config_command_hides_the_redis_password(
+    as_json: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_environment(monkeypatch)
+    monkeypatch.setenv("RATELIMIT_CLIENT_BACKEND", f"redis://:{PASSWORD}@localhost:6379/0?password={PASSWORD}")
+    assert main(["config", *(["--json"] if as_json else [])]) == 0
+    out = capsys.readouterr().out
+    assert _no_password(out), out
+    assert "redis://localhost:6379/0?password=***" in out
+
+
+def _summary(config: typing.Any, progress: object) -> list[RunSummary]:
+    """A stand-in for run_simulation: one run on the configured backend, no processes."""
+    return [
+        RunSummary(
+            kind="ratelimit-client", mode="gcra", workers=1, quota="50/1s", client_rate="50/1s",
+            backend=config.effective_backend, identities=1, delivered=1, lost=0, throttled=0,
+            server_throttled=0, failure_episodes=0, utilisation=None, jain=1.0, p50=0.01, p99=0.01,
+            wall=1.0, per_worker=(1,),
+        )
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_simulate_command_hides_the_redis_password(
+    as_json: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_environment(monkeypatch)
+    monkeypatch.setattr("ratelimit_client._simulate.run_simulation", _summary)
+    backend = f"redis://user:{PASSWORD}@localhost:6379/0"
+    assert main(["simulate", "--workers", "1", "--backend", backend, *(["--json"] if as_json else [])]) == 0
+    captured = capsys.readouterr()
+    assert _no_password(captured.out + captured.err), captured
+    assert "redis://localhost:6379/0" in captured.err  # the progress line still names it
+
+
+BAD_BACKENDS = [
+    f"redi://:{PASSWORD}@localhost:6379/0",  # a misspelt scheme
+    f"unix://:{PASSWORD}@/run/redis.sock?cluster=true",
+    f"sqlite://:{PASSWORD}@host/limits.db",
+    f"unix:///run/redis.sock?password={PASSWORD}&cluster=true",
+    f"redis://:{PASSWORD}@host:abc/0",  # a port that is no number
+    f"redis://:{PASSWORD}@host:99999/0",
+    f"redis://:{PASSWORD}@[::1/0",  # an unclosed IPv6 address
+    f"redi://:p@ss{PASSWORD}@localhost/0",  # an unencoded @ in the password
+]
+
+
+@pytest.mark.parametrize("url", BAD_BACKENDS)
+def test_an_invalid_backend_url_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(backend=url, environ={})
+    assert caught.value.field.startswith("backend")
+    assert _no_password(str(caught.value)), caught.value
+    assert _no_password(repr(caught.value.value))
+    with pytest.raises(ConfigError) as from_environment:
+        load_settings(environ={"RATELIMIT_CLIENT_BACKEND": url})
+    assert "(environment RATELIMIT_CLIENT_BACKEND)" in from_environment.value.field
+    assert _no_password(str(from_environment.value))
+
+
+def test_a_redis_password_in_the_query_string_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"redis://127.0.0.1:1/0?password={PASSWORD}"  # nothing listens on port 1
+    backend = RedisBackend(url, namespace="n")
+    assert _no_password(repr(backend))
+    with pytest.raises(BackendError) as caught:
+        backend.reserve(["k"], [Bucket(1.0, 1)], max_wait=None)
+    assert _no_password(str(caught.value))
+    assert "?password=***" in str(caught.value)
+    backend.close()
+    events: list[Event] = []
+    api = httpx.MockTransport(lambda request: httpx.Response(200))
+    transport = RateLimitTransport(api, backend=url, api_key="k", on_event=events.append)
+    assert _no_password(repr(transport))
+    with httpx.Client(transport=transport) as client:
+        assert client.get("https://api.test/").status_code == 200
+    assert [e.kind for e in events] == ["backend_degraded"]
+    assert _no_password(repr(events))
+    assert _no_password(caplog.text)
+
+
+def test_an_api_key_under_an_unknown_name_is_not_echoed(tmp_path: pathlib.Path) -> None:
+    errors: list[ConfigError] = []
+    for body in (f'api_key = "{SECRET}"\n', f'[retry]\napi_key = "{SECRET}"\n'):
+        path = tmp_path / "ratelimit.toml"
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=r"api_key") as from_file:
+            load_settings(config_file=path, environ={})
+        errors.append(from_file.value)
+    with pytest.raises(ConfigError, match=r"apikey") as from_argument:
+        load_settings(apikey=SECRET, environ={})
+    errors.append(from_argument.value)
+    with pytest.raises(ConfigError, match=r"apikey.*expected one of .*api_key") as from_option:
+        RateLimitTransport(backend=MemoryBackend(), apikey=SECRET)  # type: ignore[call-arg]
+    errors.append(from_option.value)
+    for error in errors:
+        assert not _leaks(str(error)), error
+        assert not _leaks(repr(error.value))
+
+
+REDACTED_URLS = [
+    ("https://api.test/x?s3cretTOKEN", "https://api.test/x?***"),
+    ("https://api.test/x?page=2&s3cretTOKEN", "https://api.test/x?page=***&***"),
+    ("https://api.test/x?x;s3cretTOKEN", "https://api.test/x?***;***"),
+    ("https://api.test/x?=s3cretTOKEN", "https://api.test/x?***"),
+    ("https://api.test/x#access_token=s3cretTOKEN", "https://api.test/x#***"),
+    ("https://api.test/x?a=1#s3cretTOKEN", "https://api.test/x?a=***#***"),
+]
+
+
+@pytest.mark.parametrize(("url", "shown"), REDACTED_URLS)
+def test_every_query_item_and_the_fragment_are_masked(url: str, shown: str) -> None:
+    assert describe(httpx.Request("GET", url)) == f"GET {shown}"
+    assert redact_text(f"HTTP Request: GET {url} done") == f"HTTP Request: GET {shown} done"
+
+
+def test_free_text_loses_the_whole_user_info_and_bare_query_tokens() -> None:
+    assert redact_text("redis://user:p@sss3cretTOKEN@host/0") == "redis://host/0"
+    assert redact_text("see https://h/x?s3cretTOKEN and https://h/#access_token=s3cretTOKEN") == (
+        "see https://h/x?*** and https://h/#***"
+    )
+    assert redact_text("GET /x?s3cretTOKEN HTTP/1.1") == "GET /x?*** HTTP/1.1"
+
+
+def test_a_bare_query_token_appears_nowhere(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    events: list[Event] = []
+    api = httpx.MockTransport(lambda request: httpx.Response(429, headers={"Retry-After": "0"}))
+    transport = RateLimitTransport(
+        api, backend=MemoryBackend(), rate="1000/second", burst=10, retry=POLICY, on_event=events.append
+    )
+    with httpx.Client(transport=transport) as client, pytest.raises(RequestFailed) as caught:
+        client.get(f"https://api.test/x?{SECRET}#{SECRET}")
+    assert events
+    assert not _leaks(str(caught.value))
+    assert not _leaks(repr(events))
+    assert not _leaks(caplog.text)

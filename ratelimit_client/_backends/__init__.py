@@ -19,12 +19,13 @@ from __future__ import annotations
 import typing
 import urllib.parse
 
+from .._events import redact_url
 from .._exceptions import ConfigError
 from ._base import Backend, Reservation
 from ._fallback import FallbackBackend
 from ._memory import MemoryBackend
 from ._redis import RedisBackend
-from ._sqlite import SQLiteBackend, default_sqlite_path
+from ._sqlite import MAX_BUSY_TIMEOUT, SQLiteBackend, default_sqlite_path
 
 if typing.TYPE_CHECKING:
     from .._events import Event
@@ -40,21 +41,42 @@ __all__ = [
     "backend_from_url",
     "check_url",
     "default_sqlite_path",
+    "shown_url",
 ]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _FALLBACKS = ("memory", "fail")
 _BOOLEANS = {"true": True, "false": False}
+# Our own options: their values are never secrets, and show what a backend will do.
+_OURS = frozenset({"fallback", "probe_interval", "cluster", "busy_timeout"})
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for messages and output: no user info, no query value but our options'."""
+    return redact_url(url, keep=_OURS)
 
 
 def check_url(url: str, *, field: str = "backend") -> str:
     """The URL's scheme, after checking it names a backend and its options are valid."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = _split(url, field).scheme.lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise ConfigError(field, url, f"a URL whose scheme is one of {', '.join(s + '://' for s in SCHEMES)}")
+        raise ConfigError(
+            field, shown_url(url), f"a URL whose scheme is one of {', '.join(s + '://' for s in SCHEMES)}"
+        )
     _options(url, scheme, field)
     return scheme
+
+
+def _split(url: str, field: str) -> urllib.parse.SplitResult:
+    # urllib (and redis-py after it) raise a bare ValueError for an unclosed "[" or a bad
+    # port: refuse those here, naming the field and keeping the password out.
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsed (and checked) on access
+    except ValueError as exc:
+        raise ConfigError(field, shown_url(url), f"a valid URL ({exc})") from None
+    return parts
 
 
 def _options(url: str, scheme: str, field: str) -> dict[str, str]:
@@ -62,7 +84,7 @@ def _options(url: str, scheme: str, field: str) -> dict[str, str]:
     query = dict(urllib.parse.parse_qsl(parts.query))
     if scheme == "sqlite":
         if parts.netloc:
-            raise ConfigError(field, url, "sqlite:// (the default file) or sqlite:///absolute/path")
+            raise ConfigError(field, shown_url(url), "sqlite:// (the default file) or sqlite:///absolute/path")
         unknown = set(query) - {"busy_timeout"}
     elif scheme in _REDIS_SCHEMES:
         if query.get("fallback", "memory") not in _FALLBACKS:
@@ -71,21 +93,31 @@ def _options(url: str, scheme: str, field: str) -> dict[str, str]:
         if cluster not in _BOOLEANS:
             raise ConfigError(f"{field} cluster", cluster, "true or false")
         if _BOOLEANS[cluster] and scheme == "unix":
-            raise ConfigError(field, url, "a redis:// or rediss:// URL for a Redis Cluster (not unix://)")
+            raise ConfigError(field, shown_url(url), "a redis:// or rediss:// URL for a Redis Cluster (not unix://)")
         unknown = set()
     else:
         unknown = set(query)
     if unknown:
-        raise ConfigError(field, url, f"no options other than those documented ({', '.join(sorted(unknown))} given)")
+        raise ConfigError(
+            field, shown_url(url), f"no options other than those documented ({', '.join(sorted(unknown))} given)"
+        )
+    if scheme == "sqlite" and "\0" in urllib.parse.unquote(parts.path):
+        raise ConfigError(field, shown_url(url), "a file path without a NUL character (%00)")
+    _check_seconds(query, field)
+    return query
+
+
+def _check_seconds(query: dict[str, str], field: str) -> None:
     for name in ("busy_timeout", "probe_interval"):
         if name in query:
             try:
                 value = float(query[name])
             except ValueError:
                 value = -1.0
-            if not value >= 0:
-                raise ConfigError(f"{field} {name}", query[name], "a number of seconds, 0 or more")
-    return query
+            # inf would mean never: a busy timeout that fails at once (sqlite3 overflows
+            # its milliseconds), or a Redis that is never asked again.
+            if not 0 <= value <= MAX_BUSY_TIMEOUT:
+                raise ConfigError(f"{field} {name}", query[name], f"a number of seconds from 0 to {MAX_BUSY_TIMEOUT:g}")
 
 
 def backend_from_url(url: str, *, namespace: str, emit: typing.Callable[[Event, int], None] | None = None) -> Backend:

@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 import sniffio
 
+from .._events import redact_url
 from .._exceptions import BackendError, ConfigError
 from .._gcra import MAX_HOLES
 from ._base import Reservation, horizon_for, spend
@@ -324,15 +325,6 @@ _Scripts = dict[str, typing.Any]
 _PACKED_CACHE_SIZE = 256
 
 
-def _redacted(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisBackend:
     """Limiter state in Redis, shared by every host using the server::
 
@@ -366,7 +358,7 @@ class RedisBackend:
             import redis  # noqa: PLC0415 - an optional extra
         except ImportError:  # pragma: no cover - redis is installed in the test environment
             raise ConfigError(
-                "backend", _redacted(url), "redis-py installed: pip install 'ratelimit-client[redis]'"
+                "backend", redact_url(url), "redis-py installed: pip install 'ratelimit-client[redis]'"
             ) from None
         self.namespace = namespace
         self._url = url
@@ -388,11 +380,11 @@ class RedisBackend:
             # the slot map from the nodes as it is made, and a cluster that is down now must
             # not stop the transport from starting on its fallback. The URL is checked now.
             if urllib.parse.urlsplit(url).scheme not in ("redis", "rediss"):
-                raise ConfigError("backend", _redacted(url), "a redis:// or rediss:// URL for a Redis Cluster")
+                raise ConfigError("backend", redact_url(url), "a redis:// or rediss:// URL for a Redis Cluster")
             try:
                 redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # untyped in redis-py
             except (ValueError, TypeError) as exc:
-                raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
+                raise ConfigError("backend", redact_url(url), f"a valid Redis URL ({exc})") from None
         else:
             self._client = client = self._single_server_client(url, socket_timeout, client_options)
             self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
@@ -422,11 +414,11 @@ class RedisBackend:
         try:
             return redis.Redis.from_url(url, **options)
         except (ValueError, TypeError) as exc:
-            raise ConfigError("backend", _redacted(url), f"a valid Redis URL ({exc})") from None
+            raise ConfigError("backend", redact_url(url), f"a valid Redis URL ({exc})") from None
 
     def __repr__(self) -> str:
         cluster = " cluster" if self._cluster else ""
-        return f"<RedisBackend {_redacted(self._url)}{cluster} namespace={self.namespace!r}>"
+        return f"<RedisBackend {redact_url(self._url)}{cluster} namespace={self.namespace!r}>"
 
     @property
     def client(self) -> redis.Redis | redis.cluster.RedisCluster:
@@ -618,7 +610,7 @@ class RedisBackend:
         return found
 
     def _error(self, exc: Exception) -> BackendError:
-        return BackendError(f"Redis backend {_redacted(self._url)}: {type(exc).__name__}: {exc}")
+        return BackendError(f"Redis backend {redact_url(self._url)}: {type(exc).__name__}: {exc}")
 
     def reserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None

@@ -25,13 +25,15 @@ import typing
 import anyio.to_thread
 
 from .. import _gcra
-from .._exceptions import BackendError
+from .._exceptions import BackendError, ConfigError
 from ._base import Reservation, horizon_for, spend
 
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
 
 __all__ = ["SQLiteBackend", "default_sqlite_path"]
+
+MAX_BUSY_TIMEOUT = 86_400.0  # a day: longer is no wait for a lock but a hang
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratelimit_v1 (
@@ -113,6 +115,13 @@ class SQLiteBackend:
         clock: typing.Callable[[], float] = time.time,
     ) -> None:
         self.path = pathlib.Path(path) if path is not None else default_sqlite_path()
+        if "\0" in str(self.path):
+            raise ConfigError("path", str(self.path), "a file path (without a NUL character)")
+        # sqlite3 keeps the timeout in milliseconds in a C int: ~24 days at most.
+        if isinstance(busy_timeout, bool) or not (
+            isinstance(busy_timeout, (int, float)) and 0 <= busy_timeout <= MAX_BUSY_TIMEOUT
+        ):
+            raise ConfigError("busy_timeout", busy_timeout, f"a number of seconds from 0 to {MAX_BUSY_TIMEOUT:g}")
         self.namespace = namespace
         self.busy_timeout = busy_timeout
         self.prune_every = prune_every

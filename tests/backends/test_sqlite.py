@@ -42,6 +42,31 @@ def test_urls_name_the_file_and_bad_ones_list_the_schemes(tmp_path: pathlib.Path
         check_url("sqlite:///x.db?busy_timeout=soon")
 
 
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        # inf (or a huge number) overflowed sqlite3's milliseconds: "locked" at once, no wait.
+        ("sqlite:///tmp/x.db?busy_timeout=inf", "backend busy_timeout"),
+        ("sqlite:///tmp/x.db?busy_timeout=1e12", "backend busy_timeout"),
+        ("sqlite:///tmp/x.db?busy_timeout=nan", "backend busy_timeout"),
+        ("redis://127.0.0.1/0?probe_interval=inf", "backend probe_interval"),  # never probed again
+        ("sqlite:///tmp/%00x.db", "backend"),  # was a bare ValueError: embedded null byte
+    ],
+)
+def test_out_of_range_url_options_are_config_errors(url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_url(url)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("path", "busy_timeout"), [("x\0y.db", 5.0), ("x.db", float("inf")), ("x.db", -1), ("x.db", True)]
+)
+def test_bad_constructor_arguments_are_config_errors(tmp_path: pathlib.Path, path: str, busy_timeout: float) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteBackend(str(tmp_path / path), busy_timeout=busy_timeout)
+
+
 def test_the_connection_uses_wal_and_autocommit(tmp_path: pathlib.Path) -> None:
     backend = SQLiteBackend(tmp_path / "x.db")
     conn = backend._connection()
