@@ -32,6 +32,7 @@ from .._events import redact_url
 from .._exceptions import BackendError, ConfigError
 from .._gcra import MAX_HOLES
 from ._base import Reservation, horizon_for, spend
+from ._to_end import run_to_end
 
 if typing.TYPE_CHECKING:
     import redis
@@ -243,6 +244,18 @@ SCRIPTS = {"reserve": _NOW + _CODEC_ON_DEMAND + _RESERVE, "cancel": _PRELUDE + _
 Call = tuple[str, list[str], list[str]]  # script name (or "learn"/"peek": a plain SET/GET), KEYS, ARGV
 
 
+def _without_cluster_retries(options: dict[str, typing.Any], retry: typing.Any) -> dict[str, typing.Any]:
+    """``options`` for a cluster client that sends each script once, unless the caller chose."""
+    # redis-py's cluster client retries a failed command (three times by default), also
+    # one that reached its node: a reserve sent twice takes two slots, and a hung node
+    # holds the caller for some thirty socket timeouts. One try; the fallback takes over.
+    if {"retry", "cluster_error_retry_attempts"} & options.keys():
+        return options
+    from redis.backoff import NoBackoff  # noqa: PLC0415 - an optional extra
+
+    return {**options, "retry": retry(NoBackoff(), 0)}
+
+
 @functools.lru_cache(maxsize=256)
 def _bucket_args(buckets: tuple[Bucket, ...]) -> tuple[str, ...]:
     """The horizon, then each bucket's interval and lead (cached: a transport reuses
@@ -430,8 +443,10 @@ class RedisBackend:
             with self._connecting:  # one cluster client, however many threads get here first
                 if self._client is None:
                     import redis.cluster  # noqa: PLC0415 - an optional extra
+                    import redis.retry  # noqa: PLC0415 - an optional extra
 
-                    client = redis.cluster.RedisCluster.from_url(self._url, **self._options)
+                    options = _without_cluster_retries(self._options, redis.retry.Retry)
+                    client = redis.cluster.RedisCluster.from_url(self._url, **options)
                     self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
                     self._client = client
         return self._client, self._scripts
@@ -574,20 +589,26 @@ class RedisBackend:
             packed = self._packed[cache_key] = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return packed
 
-    async def _arun(self, call: Call) -> typing.Any:
+    async def _arun(
+        self, call: Call, abandoned: typing.Callable[[typing.Any], typing.Awaitable[None]] | None = None
+    ) -> typing.Any:
+        """``call``'s reply; if the caller is cancelled first, the reply goes to ``abandoned``."""
         if sniffio.current_async_library() != "asyncio":
+            # A worker thread is never abandoned (anyio waits for it): the reply returns.
             return await anyio.to_thread.run_sync(self._run, call)
+        # Run to its end: a reply abandoned half-way would leave capacity taken that no
+        # one gives back. The wait is bounded by the socket timeout.
+        return await run_to_end(self._around(call), abandoned)
+
+    async def _around(self, call: Call) -> typing.Any:
         client, scripts, pool = self._async_client()
-        # Shielded: a reply abandoned half-way would leave capacity taken that no one
-        # gives back. The wait is bounded by the socket timeout.
-        with anyio.CancelScope(shield=True):
-            try:
-                script = scripts.get(call[0]) if pool is not None else None
-                if script is not None:
-                    return await self._aevalsha(pool, script, call[1], call[2])
-                return await self._send(client, scripts, call)
-            except Exception as exc:
-                raise self._error(exc) from exc
+        try:
+            script = scripts.get(call[0]) if pool is not None else None
+            if script is not None:
+                return await self._aevalsha(pool, script, call[1], call[2])
+            return await self._send(client, scripts, call)
+        except Exception as exc:
+            raise self._error(exc) from exc
 
     def _async_client(self) -> tuple[typing.Any, _Scripts, typing.Any]:
         """This loop's asyncio client, its scripts, and its pool if scripts go straight to
@@ -598,9 +619,12 @@ class RedisBackend:
         if found is None:
             import redis.asyncio  # noqa: PLC0415 - an optional extra
             import redis.asyncio.cluster  # noqa: PLC0415 - an optional extra
+            import redis.asyncio.retry  # noqa: PLC0415 - an optional extra
 
             client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = (
-                redis.asyncio.cluster.RedisCluster.from_url(self._url, **self._options)
+                redis.asyncio.cluster.RedisCluster.from_url(
+                    self._url, **_without_cluster_retries(self._options, redis.asyncio.retry.Retry)
+                )
                 if self._cluster
                 else redis.asyncio.Redis.from_url(self._url, **self._options)
             )
@@ -640,7 +664,10 @@ class RedisBackend:
     async def areserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
     ) -> Reservation:
-        return self._reservation(keys, await self._arun(self._reserve_call(keys, buckets, max_wait)))
+        async def give_back(reply: typing.Any) -> None:
+            await self.acancel(self._reservation(keys, reply))
+
+        return self._reservation(keys, await self._arun(self._reserve_call(keys, buckets, max_wait), give_back))
 
     async def acancel(self, reservation: Reservation) -> None:
         call = self._cancel_call(reservation)

@@ -27,6 +27,7 @@ import anyio.to_thread
 from .. import _gcra
 from .._exceptions import BackendError, ConfigError
 from ._base import Reservation, horizon_for, spend
+from ._to_end import run_to_end
 
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
@@ -223,7 +224,7 @@ class SQLiteBackend:
     async def areserve(
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], *, max_wait: float | None
     ) -> Reservation:
-        return await self._run(functools.partial(self._reserve, keys, buckets, max_wait))
+        return await self._run(functools.partial(self._reserve, keys, buckets, max_wait), self.acancel)
 
     async def acancel(self, reservation: Reservation) -> None:
         taken = spend(reservation)
@@ -242,9 +243,12 @@ class SQLiteBackend:
     async def aclose(self) -> None:
         self.close()
 
-    async def _run(self, operation: typing.Callable[..., T]) -> T:
+    async def _run(
+        self, operation: typing.Callable[..., T], abandoned: typing.Callable[[T], typing.Awaitable[None]] | None = None
+    ) -> T:
         """``operation(wait=False)`` on the event loop if it can go at once, else
-        ``operation(wait=True)`` in a worker thread."""
+        ``operation(wait=True)`` in a worker thread; if the caller is cancelled while the
+        thread works, its result goes to ``abandoned``."""
         # A count shared by loops in several threads may lose an increment: harmless, it
         # only spaces out the checkpointing turns.
         self._async_ops += 1
@@ -253,7 +257,8 @@ class SQLiteBackend:
                 return operation(wait=False)
             except _Busy:
                 pass  # nothing was written: the transaction rolled back, or never began
-        return await anyio.to_thread.run_sync(functools.partial(operation, wait=True))
+        # The thread's transaction commits whatever happens to the caller: see run_to_end.
+        return await run_to_end(anyio.to_thread.run_sync(functools.partial(operation, wait=True)), abandoned)
 
     def _connection(self, *, wait: bool = True) -> sqlite3.Connection:
         # A connection must not cross a fork: the child opens its own (copies of the

@@ -239,7 +239,7 @@ class PrivateCluster:
             command = [
                 server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                 "--dir", str(folder), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(bus_port),
+                "--cluster-port", str(bus_port), "--enable-debug-command", "local",
             ]  # fmt: skip
             with (folder / "log").open("wb") as log:
                 self._processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))

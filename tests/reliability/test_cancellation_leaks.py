@@ -10,6 +10,7 @@ real 503s. A Redis reply delayed on the wire is in test_redis_faults.py.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import pathlib
@@ -122,6 +123,33 @@ async def test_cancelled_while_reserving_on_a_locked_sqlite_file(tmp_path: pathl
     assert 0 < _next_wait(transport) <= 10.0
     await transport.aclose()
     await backend.aclose()  # passed in, so the transport does not own it
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_task_cancelled_while_reserving_on_a_locked_sqlite_file(tmp_path: pathlib.Path) -> None:
+    """The same with asyncio's own Task.cancel(), which passes anyio's shields: the worker
+    thread's transaction committed and its slot was lost with the abandoned result."""
+    path = tmp_path / "limits.sqlite3"
+    backend = SQLiteBackend(path)
+    transport = _limited(backend=backend)
+    request = httpx.Request("GET", "https://api.test/")
+    transport._io.transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    await transport.handle_async_request(request)  # the free slot; the next is 10 s away
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, args=("ROLLBACK",))
+    release.start()
+    task = asyncio.ensure_future(transport.handle_async_request(request))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.join()
+    other.close()
+    assert transport.statistics().waiting == 0
+    assert 0 < _next_wait(transport) <= 10.0
+    await transport.aclose()
+    await backend.aclose()
 
 
 async def test_cancelled_while_sending_leaves_no_connection(serve: Serve) -> None:
