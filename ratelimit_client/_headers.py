@@ -9,7 +9,8 @@ Precedence, first usable wins:
    dictionary (``limit=…, remaining=…, reset=…``) and -06 ``RateLimit-Reset`` (``t`` and
    ``reset`` are always delta seconds), read only when the quota is exhausted;
 3. ``X-RateLimit-Reset`` (epoch seconds, epoch milliseconds or delta seconds: ``auto``
-   tells them apart by size), read only when ``X-RateLimit-Remaining`` is 0 or absent.
+   tells them apart by size; an epoch is measured against ``Date`` when present), read
+   only when ``X-RateLimit-Remaining`` is 0 or absent.
 
 A malformed, negative or non-finite value is skipped, never trusted; a date in the
 past means "now". Values are not capped here: the retry policy refuses waits above its
@@ -201,7 +202,9 @@ def server_wait(
         ("ratelimit-reset", lambda v: _exhausted(fields.get("ratelimit-remaining"), v)),
         (
             "x-ratelimit-reset",
-            lambda v: _exhausted(fields.get("x-ratelimit-remaining"), v, lambda r: _reset(r, now, reset_format)),
+            lambda v: _exhausted(
+                fields.get("x-ratelimit-remaining"), v, lambda r: _reset(r, server_now or now, reset_format)
+            ),
         ),
     )
     for name, read in readers:

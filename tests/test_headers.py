@@ -194,6 +194,19 @@ CASES: list[tuple[str, Headers, ResetFormat, WaitHint | None]] = [
     ("x epoch", [("X-RateLimit-Reset", str(int(NOW + 30)))], "auto", WaitHint(30, "x-ratelimit-reset")),
     ("x epoch ms", [("X-RateLimit-Reset", str(int((NOW + 30) * 1000)))], "auto", WaitHint(30, "x-ratelimit-reset")),
     ("x epoch past", [("X-RateLimit-Reset", str(int(NOW - 30)))], "auto", WaitHint(0, "x-ratelimit-reset")),
+    # An epoch is the server's clock: measured against its Date, so skew does not count.
+    (
+        "x epoch vs Date, local clock ahead",
+        [("Date", imf(NOW - 100)), ("X-RateLimit-Reset", str(int(NOW - 70)))],
+        "auto",
+        WaitHint(30, "x-ratelimit-reset"),
+    ),
+    (
+        "x epoch ms vs Date, local clock behind",
+        [("Date", imf(NOW + 600)), ("X-RateLimit-Reset", str(int((NOW + 630) * 1000)))],
+        "auto",
+        WaitHint(30, "x-ratelimit-reset"),
+    ),
     ("x duration", [("X-RateLimit-Reset", "6m0s")], "auto", WaitHint(360, "x-ratelimit-reset")),
     ("x duration hms", [("X-RateLimit-Reset", "1h2m3.5s")], "auto", WaitHint(3723.5, "x-ratelimit-reset")),
     ("x duration seconds", [("X-RateLimit-Reset", "1.5s")], "auto", WaitHint(1.5, "x-ratelimit-reset")),
