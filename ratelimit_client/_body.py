@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import tempfile
 import typing
 
@@ -131,6 +132,12 @@ class Replay:
         self._file = file
         self._position = file.tell() if file is not None else 0
         self._spool = spool
+        if file is not None and "content-length" in request.headers:
+            # httpx declares the whole file's size however far in it was handed over (so
+            # plain httpx fails mid-send too): the body is what is left from there.
+            end = file.seek(0, os.SEEK_END)
+            file.seek(self._position)
+            request.headers["Content-Length"] = str(end - self._position)
         self._headers = request.headers if spool is None else _with_length(request.headers, spool.size)
 
     def request(self) -> httpx.Request:

@@ -206,6 +206,21 @@ def test_a_pipe_upload_is_sent_whole_with_its_true_content_length(serve: typing.
     _check_uploads(app, content_length=str(len(PAYLOAD)))
 
 
+def test_a_file_handed_over_partway_is_sent_from_there_with_its_true_length(
+    serve: typing.Callable[..., ServerThread], tmp_path: pathlib.Path
+) -> None:
+    # httpx declares the whole file's size; plain httpx fails with "Too little data".
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"header: skip me\n" + PAYLOAD)
+    server = serve(app := FlakyUploadApp(failures=1))
+    transport = RateLimitTransport(rate="100/second", backend=MemoryBackend(), retry=FAST)
+    with httpx.Client(transport=transport) as client, path.open("rb") as file:
+        file.readline()
+        response = client.put(f"{server.url}/files/model.bin", content=file)
+    assert response.status_code == 200
+    _check_uploads(app, content_length=str(len(PAYLOAD)))
+
+
 @pytest.mark.parametrize("declared", [1, 2 * len(PAYLOAD)])
 def test_a_wrong_content_length_is_corrected_for_a_spooled_upload(
     serve: typing.Callable[..., ServerThread], declared: int
