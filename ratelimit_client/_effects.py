@@ -130,17 +130,42 @@ class Send:
         return io.transport.handle_async_request(for_async_send(self.request))
 
 
+# A refused answer's body up to this size is read before it is closed: the error raised
+# when the retries are spent can show what the server said, and the connection is kept.
+_READ_BEFORE_CLOSE = 64 * 1024
+
+
 @dataclasses.dataclass(slots=True)
 class Close:
+    """Done with a response that is not returned: read it if small, then close it."""
+
     response: httpx.Response
 
     def run(self, io: SyncIO) -> None:
-        self.response.close()
+        try:
+            if _small(self.response):
+                self.response.read()
+        except httpx.HTTPError:
+            pass  # unread: closed below, as any other
+        finally:
+            self.response.close()
 
     async def arun(self, io: AsyncIO) -> None:
         # Also runs while a cancellation unwinds: shield it, or the connection stays taken.
         with anyio.CancelScope(shield=True):
-            await self.response.aclose()
+            try:
+                if _small(self.response):
+                    await self.response.aread()
+            except httpx.HTTPError:
+                pass
+            finally:
+                await self.response.aclose()
+
+
+def _small(response: httpx.Response) -> bool:
+    """Whether the response declares a body short enough to read (unknown lengths are not)."""
+    length = response.headers.get("content-length", "")
+    return length.isascii() and length.isdigit() and int(length) <= _READ_BEFORE_CLOSE
 
 
 @dataclasses.dataclass(slots=True)

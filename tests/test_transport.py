@@ -600,3 +600,31 @@ async def test_a_request_cancelled_while_its_pause_is_stored_closes_the_response
     assert scope.cancelled_caught
     assert len(answers) == 1
     assert answers[0].is_closed  # else its connection would stay taken from the pool
+
+
+class _Streamed(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body that arrives as a stream, as from a socket (one built from bytes is read at once)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __iter__(self) -> typing.Iterator[bytes]:
+        yield self._body
+
+    async def __aiter__(self) -> typing.AsyncIterator[bytes]:
+        yield self._body
+
+
+async def test_the_error_after_the_retries_shows_what_the_server_said(mode: str) -> None:
+    # The refused answers were closed unread: the error's response had no body to show.
+    body = b'{"error": "down for maintenance until 10:00 UTC"}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Content-Length": str(len(body))}, stream=_Streamed(body))
+
+    retry = RetryPolicy(failure_attempts=2, backoff_base=0.001, backoff_max=0.001)
+    harness = Harness(mode, handler, retry=retry)
+    with pytest.raises(ServerError) as caught:
+        await harness.request()
+    assert caught.value.response is not None
+    assert caught.value.response.content == body
