@@ -17,6 +17,11 @@ the one this reservation wrote goes back to the value before it; otherwise the
 reservation becomes a *hole*, remembered until the reservations after it are cancelled
 too (then the tail collapses through it) or its time has passed. Every backend stores
 the same state, so they all agree with this module.
+
+A state also keeps the clock reading it was written at (``stamp``). A shared wall clock
+can step back (a reboot, an NTP step); a state stamped after ``now`` shows it did, and
+its times are moved back by the step, so the queue keeps its distance from the clock:
+no stall for the length of the step, and no burst either.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class KeyState:
 
     tat: float
     holes: tuple[tuple[float, float], ...] = ()  # (tat it wrote, tat before it)
+    # The clock when it was written (see the module docstring); not part of its value. A
+    # monotonic clock never steps, so the memory backend keeps none.
+    stamp: float = dataclasses.field(default=-math.inf, compare=False)
 
 
 @dataclasses.dataclass(slots=True, unsafe_hash=True)
@@ -73,12 +81,20 @@ class Decision:
         return self.states is not None
 
 
-def _fresh(state: KeyState | None, now: float, horizon: float) -> KeyState | None:
-    # A tat further ahead than any real queue can be is a clock that stepped back
-    # (reboot, NTP step) or a corrupt row: forget it rather than stall for hours.
-    if state is None or not math.isfinite(state.tat) or state.tat - now > horizon:
+def _fresh(state: KeyState | None, now: float) -> KeyState | None:
+    """``state`` as of ``now``: None if it holds no usable time, its times moved back by
+    the step if the clock stepped back since it was written."""
+    if state is None or not math.isfinite(state.tat):
         return None
-    return state
+    return _stepped_back(state, now) if state.stamp > now else state
+
+
+def _stepped_back(state: KeyState, now: float) -> KeyState | None:
+    step = state.stamp - now
+    if not math.isfinite(step):
+        return None  # a stamp no clock gives: a corrupt row
+    holes = tuple((written - step, before - step) for written, before in state.holes)
+    return KeyState(state.tat - step, holes, now)
 
 
 def reserve(
@@ -87,7 +103,6 @@ def reserve(
     now: float,
     *,
     max_wait: float | None = None,
-    horizon: float = math.inf,
     cost: int = 1,
 ) -> Decision:
     """Reserve the next slot across all ``buckets`` at once (``states`` in the same order).
@@ -104,12 +119,12 @@ def reserve(
     holes: tuple[tuple[float, float], ...]
     befores: list[tuple[float, tuple[tuple[float, float], ...]]] = []
     for stored, bucket in zip(states, buckets):  # noqa: B905 - lengths checked above
-        # The steps of _fresh and Bucket.lead written out (same arithmetic): this runs on
-        # every request. A stale tat means no state: see _fresh.
-        if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
+        # _fresh's steps written out for the common case: this runs on every request.
+        fresh = _stepped_back(stored, now) if stored is not None and stored.stamp > now else stored
+        if fresh is None or not math.isfinite(fresh.tat):
             before, holes = now, ()
         else:
-            before, holes = stored.tat, stored.holes
+            before, holes = fresh.tat, fresh.holes
         interval = bucket.interval
         key_slot = (before if before > now else now) + (cost - bucket.burst) * interval
         if key_slot > slot:  # noqa: PLR1730 - a builtin call costs more, on every request
@@ -122,25 +137,30 @@ def reserve(
     charges: list[tuple[float, float]] = []
     for (before, holes), bucket in zip(befores, buckets):  # noqa: B905 - lengths checked above
         tat = (before if before > slot else slot) + cost * bucket.interval
-        new_states.append(KeyState(tat, _live_holes(holes, now) if holes else ()))
+        new_states.append(KeyState(tat, _live_holes(holes, now) if holes else (), now))
         charges.append((tat, before))
     return Decision(wait, tuple(new_states), tuple(charges))
 
 
 def cancel(state: KeyState | None, charge: tuple[float, float], now: float) -> KeyState | None:
-    """Give back one key's charge from a reservation that will not be used."""
+    """Give back one key's charge from a reservation that will not be used.
+
+    After a clock step the charge no longer matches any stored time: it becomes a hole
+    that never closes, so nothing is given back (never more than was taken).
+    """
+    state = _fresh(state, now)
     if state is None:
         return None
     written, before = charge
     if state.tat != written:
         holes = _live_holes((*state.holes, charge), now)
-        return KeyState(state.tat, holes[-MAX_HOLES:])
+        return KeyState(state.tat, holes[-MAX_HOLES:], now)
     tat = before
     earlier = dict(state.holes)
     # The reservations behind this one that were cancelled earlier can go too.
     while tat in earlier:
         tat = earlier.pop(tat)
-    return KeyState(tat, _live_holes(tuple(earlier.items()), now))
+    return KeyState(tat, _live_holes(tuple(earlier.items()), now), now)
 
 
 def pause(state: KeyState | None, bucket: Bucket, until: float, now: float) -> KeyState:
@@ -148,15 +168,16 @@ def pause(state: KeyState | None, bucket: Bucket, until: float, now: float) -> K
     # A tat of until + τ - T makes the next slot exactly ``until``: waiters wake one
     # interval apart instead of all at once when the pause ends.
     floor = until + bucket.lead
+    state = _fresh(state, now)
     if state is None:
-        return KeyState(max(floor, now))
+        return KeyState(max(floor, now), (), now)
     if state.tat >= floor:
         # The queue already reaches past the pause, but cancelling it must not undo the
         # pause: a tat one ulp higher matches no pending charge, so cancels leave holes
         # instead of rolling the tat back below ``floor``. The old holes can never match
         # again either, so they go.
-        return KeyState(math.nextafter(state.tat, math.inf))
-    return KeyState(floor)
+        return KeyState(math.nextafter(state.tat, math.inf), (), now)
+    return KeyState(floor, (), now)
 
 
 def _live_holes(holes: tuple[tuple[float, float], ...], now: float) -> tuple[tuple[float, float], ...]:

@@ -286,17 +286,32 @@ def test_cancelling_a_queue_does_not_undo_a_pause_under_it() -> None:
     assert take(states, [bucket], 0.0).wait >= 2.0
 
 
-# --- horizon ----------------------------------------------------------------------------
+# --- clock steps ------------------------------------------------------------------------
 
 
-def test_a_tat_beyond_the_horizon_is_forgotten() -> None:
-    # The clock stepped back an hour: the stored tat is an hour ahead of now.
+def test_a_state_written_after_now_is_moved_back_by_the_step() -> None:
+    # Written at 3600, read at 0: the wall clock stepped back an hour since. The queue
+    # keeps its distance from the clock (10 s), holes too, rather than being waited out
+    # for an hour or forgotten.
     bucket = Bucket(interval=1.0)
-    stepped = reserve([KeyState(3600.0, ((3599.0, 3598.0),))], [bucket], 0.0, horizon=600.0)
-    assert stepped.wait == 0.0
-    assert stepped.states == (KeyState(1.0),)
-    kept = reserve([KeyState(500.0)], [bucket], 0.0, horizon=600.0)
-    assert kept.wait == 500.0
+    stepped = reserve([KeyState(3610.0, ((3609.0, 3608.0),), 3600.0)], [bucket], 0.0)
+    assert stepped.wait == 10.0
+    assert stepped.states == (KeyState(11.0, ((9.0, 8.0),)),)
+    assert stepped.states is not None
+    assert stepped.states[0].stamp == 0.0  # written now
+    # A queue however deep, written at or before now, is kept as it is.
+    assert reserve([KeyState(5000.0, (), 0.0)], [bucket], 0.0).wait == 5000.0
+
+
+def test_a_pause_and_a_cancel_after_a_step_back_keep_to_the_clock() -> None:
+    bucket = Bucket(interval=1.0)
+    before_step = KeyState(3610.0, (), 3600.0)
+    assert pause(before_step, bucket, 20.0, 0.0) == KeyState(20.0)  # the queue moved back to 10
+    # A charge taken before the step matches nothing now: nothing is given back.
+    cancelled = cancel(before_step, (3610.0, 3609.0), 0.0)
+    assert cancelled is not None
+    assert cancelled.tat == 10.0
+    assert cancelled.stamp == 0.0
 
 
 @pytest.mark.parametrize("tat", [math.inf, -math.inf, math.nan])
@@ -449,12 +464,13 @@ test_gcra_state_machine = GcraMachine.TestCase
 # --- reserve against its two-pass definition ---------------------------------------------
 
 
-def _step(
-    stored: KeyState | None, bucket: Bucket, now: float, horizon: float, cost: int, at: float
-) -> tuple[float, KeyState, float]:
+def _step(stored: KeyState | None, bucket: Bucket, now: float, cost: int, at: float) -> tuple[float, KeyState, float]:
     """One key: its slot (no earlier than ``at``), its state charged at that slot, its tat before."""
     holes: tuple[tuple[float, float], ...]
-    if stored is None or not math.isfinite(stored.tat) or stored.tat - now > horizon:
+    if stored is not None and stored.stamp > now:  # the clock stepped back: all times move back
+        step = stored.stamp - now
+        stored = KeyState(stored.tat - step, tuple((w - step, b - step) for w, b in stored.holes))
+    if stored is None or not math.isfinite(stored.tat):
         before, holes = now, ()
     else:
         before, holes = stored.tat, stored.holes
@@ -464,20 +480,23 @@ def _step(
 
 
 def two_pass_reserve(
-    states: list[KeyState | None], buckets: list[Bucket], now: float, max_wait: float | None, horizon: float, cost: int
+    states: list[KeyState | None], buckets: list[Bucket], now: float, max_wait: float | None, cost: int
 ) -> Decision:
     """The definition: the slot is the latest of the keys' own slots; then run each key's
     step again with its slot pushed to that one."""
-    slot = max([now] + [_step(s, b, now, horizon, cost, -math.inf)[0] for s, b in zip(states, buckets, strict=True)])
+    slot = max([now] + [_step(s, b, now, cost, -math.inf)[0] for s, b in zip(states, buckets, strict=True)])
     if max_wait is not None and slot - now > max_wait:
         return Decision(slot - now, None)
-    steps = [_step(s, b, now, horizon, cost, slot) for s, b in zip(states, buckets, strict=True)]
+    steps = [_step(s, b, now, cost, slot) for s, b in zip(states, buckets, strict=True)]
     return Decision(slot - now, tuple(s for _, s, _ in steps), tuple((s.tat, before) for _, s, before in steps))
 
 
 OFFSETS = st.floats(-100, 100) | st.sampled_from([0.0, math.inf, -math.inf, math.nan])
 STATES = st.none() | st.builds(
-    KeyState, OFFSETS, st.lists(st.tuples(st.floats(-100, 100), st.floats(-100, 100)), max_size=3).map(tuple)
+    KeyState,
+    OFFSETS,
+    st.lists(st.tuples(st.floats(-100, 100), st.floats(-100, 100)), max_size=3).map(tuple),
+    st.floats(-100, 100),  # its stamp: after now is a clock that stepped back
 )
 ANY_BUCKETS = st.builds(Bucket, st.floats(1e-3, 50) | INTERVALS, st.integers(1, 6))
 
@@ -487,16 +506,16 @@ ANY_BUCKETS = st.builds(Bucket, st.floats(1e-3, 50) | INTERVALS, st.integers(1, 
     pairs=st.lists(st.tuples(STATES, ANY_BUCKETS), min_size=1, max_size=4),
     now=st.floats(0, 1e6),
     max_wait=st.none() | st.floats(0, 300),
-    horizon=st.sampled_from([math.inf, 60.0, 600.0]),
     cost=st.integers(1, 3),
 )
 def test_reserve_is_its_two_pass_definition_exactly(
-    pairs: list[tuple[KeyState | None, Bucket]], now: float, max_wait: float | None, horizon: float, cost: int
+    pairs: list[tuple[KeyState | None, Bucket]], now: float, max_wait: float | None, cost: int
 ) -> None:
     # States are drawn relative to now, so that they straddle it.
     states = [
-        None if s is None else KeyState(now + s.tat, tuple((now + w, now + b) for w, b in s.holes)) for s, _ in pairs
+        None if s is None else KeyState(now + s.tat, tuple((now + w, now + b) for w, b in s.holes), now + s.stamp)
+        for s, _ in pairs
     ]
     buckets = [b for _, b in pairs]
-    got = reserve(states, buckets, now, max_wait=max_wait, horizon=horizon, cost=cost)
-    assert got == two_pass_reserve(states, buckets, now, max_wait, horizon, cost)
+    got = reserve(states, buckets, now, max_wait=max_wait, cost=cost)
+    assert got == two_pass_reserve(states, buckets, now, max_wait, cost)

@@ -9,12 +9,7 @@ import typing
 if typing.TYPE_CHECKING:
     from .._gcra import Bucket
 
-__all__ = ["HORIZON", "Backend", "Reservation", "horizon_for", "spend"]
-
-# Backends on a shared wall clock forget a stored time further ahead than this (or, if
-# more, a limit's whole burst plus 64 of its intervals): a clock stepped back looks like
-# that, and only an unusually deep queue or long pause does too (see horizon_for).
-HORIZON = 900.0
+__all__ = ["Backend", "Reservation", "spend"]
 
 
 # Built on every request: a plain slotted dataclass, since a frozen one pays an
@@ -97,13 +92,3 @@ class Backend(typing.Protocol):
     async def apeek(self, key: str) -> str | None: ...
 
     async def aclose(self) -> None: ...
-
-
-def horizon_for(buckets: typing.Sequence[Bucket]) -> float:
-    """How far ahead a stored time may be before it is taken for a clock step and reset.
-
-    A full burst alone puts a key's time ``lead`` ahead, however large the burst: that is
-    never taken for a clock step. A queue deeper than 64 intervals (and 900 s) or a pause
-    longer than the horizon still is, and is forgotten.
-    """
-    return max([HORIZON, *(64 * b.interval + b.lead for b in buckets)])

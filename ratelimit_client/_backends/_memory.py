@@ -52,10 +52,10 @@ class MemoryBackend:
             now = self._clock()
             tats = self._tats
             if len(keys) == 1 and not (self._holes and keys[0] in self._holes):
-                # _gcra.reserve for one key, cost 1, no horizon and no holes, written out:
-                # the call and its KeyStates, lists and Decision would cost more than the
-                # rest of the acquire. tests/backends/test_memory.py checks that the two
-                # agree exactly.
+                # _gcra.reserve for one key, cost 1, no holes (and no stamp: a monotonic
+                # clock never steps back), written out: the call and its KeyStates, lists
+                # and Decision would cost more than the rest of the acquire.
+                # tests/backends/test_memory.py checks that the two agree exactly.
                 key = keys[0]
                 before = tats.get(key)  # always finite: see _store
                 grown = before is None

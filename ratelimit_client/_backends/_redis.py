@@ -2,7 +2,7 @@
 
 Each operation is one Lua script (one ``EVALSHA``, reloaded after ``NOSCRIPT``) that
 runs the GCRA step of :mod:`.._gcra` on the server's own ``TIME``, so hosts with
-skewed clocks still share one bucket. Keys are ``{namespace}:v1:<key>``, and
+skewed clocks still share one bucket. Keys are ``{namespace}:v2:<key>``, and
 ``{namespace}:learned:v1:<key>`` for what :meth:`RedisBackend.learn` stored (read by the
 same reserve script): the hash tag puts a namespace in one Cluster slot, so a script's
 keys always sit on one node, and with ``cluster=True`` redis-py's cluster clients send each
@@ -31,7 +31,7 @@ import sniffio
 from .._events import redact_url
 from .._exceptions import BackendError, ConfigError
 from .._gcra import MAX_HOLES
-from ._base import Reservation, horizon_for, spend
+from ._base import Reservation, spend
 from ._to_end import run_to_end
 
 if typing.TYPE_CHECKING:
@@ -46,29 +46,41 @@ if typing.TYPE_CHECKING:
 __all__ = ["RedisBackend"]
 
 # The server's clock, read once per script: hosts with skewed clocks share one bucket.
+# Its whole seconds, as TIME gives them, are the stamp each stored value carries (see
+# _gcra: a value stamped after now shows the clock stepped back).
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local stamp = t[1]
 """
 
 # The state codec and the pure steps, mirroring _gcra.py line for line (the conformance
-# tests hold them to the same answers). Times are written with %.17g, which round-trips
-# a double exactly: cancel compares them for equality.
+# tests hold them to the same answers). A value is "tat stamp", then (written, before)
+# per hole. Times are written with %.17g, which round-trips a double exactly: cancel
+# compares them for equality.
 _CODEC = """
 local function fmt(x) return string.format('%.17g', x) end
 local function parse(v)
   if not v then return nil end
-  -- Most keys hold a tat and no holes: skip the tokenizer for them. ``text`` is the tat
-  -- as stored, handed back to the client as is (formatting costs ~1 µs a number).
-  if not string.find(v, ' ', 1, true) then return {tat = tonumber(v), holes = {}, text = v} end
   local n, first = {}, nil
   for tok in string.gmatch(v, '%S+') do n[#n + 1] = tonumber(tok); first = first or tok end
   local holes = {}
-  for i = 2, #n - 1, 2 do holes[#holes + 1] = {n[i], n[i + 1]} end
-  return {tat = n[1], holes = holes, text = first}
+  for i = 3, #n - 1, 2 do holes[#holes + 1] = {n[i], n[i + 1]} end
+  -- ``text`` is the tat as stored, handed back to the client as is (formatting costs
+  -- ~1 µs a number).
+  return {tat = n[1], stamp = n[2], holes = holes, text = first}
 end
-local function fresh(s, now, horizon)
-  if s == nil or s.tat == nil or s.tat ~= s.tat or s.tat - now > horizon then return nil end
+local function fresh(s, now)
+  -- No tat, a NaN, or no stamp: not a value of ours (a corrupt one), so no state.
+  if s == nil or s.tat == nil or s.tat ~= s.tat or s.stamp == nil then return nil end
+  local step = s.stamp - now
+  if step > 0 then
+    -- The clock stepped back since the value was written: move its times back with it.
+    if step == math.huge then return nil end
+    s.tat = s.tat - step
+    for _, h in ipairs(s.holes) do h[1] = h[1] - step; h[2] = h[2] - step end
+    s.text = fmt(s.tat)
+  end
   return s
 end
 local function live(holes, now)
@@ -79,13 +91,8 @@ local function live(holes, now)
 end
 local function store(key, tat, holes, now)
   local text = fmt(tat)
-  if #holes == 0 then
-    local ttl = math.ceil((tat - now) * 1000) + 1
-    if ttl <= 1 then redis.call('DEL', key) else redis.call('SET', key, text, 'PX', ttl) end
-    return text
-  end
   local last = tat
-  local parts = {text}
+  local parts = {text, stamp}
   for _, h in ipairs(holes) do
     parts[#parts + 1] = fmt(h[1]); parts[#parts + 1] = fmt(h[2])
     if h[1] > last then last = h[1] end
@@ -98,61 +105,53 @@ end
 """
 
 # cancel and pause: the codec as is.
-_PRELUDE = _NOW + _CODEC + "local function load(key) return parse(redis.call('GET', key)) end\n"
+_PRELUDE = _NOW + _CODEC + "local function load(key) return fresh(parse(redis.call('GET', key)), now) end\n"
 
 # KEYS: the bucket keys, then the learned key of the first. ARGV: max_wait ('' = none),
-# horizon, then interval and lead per bucket key (see _gcra.Bucket.lead).
+# then interval and lead per bucket key (see _gcra.Bucket.lead).
 #
-# reserve runs on every request, so its common case (keys without holes) is the codec's
-# steps written out on plain locals: no closures, no per-key tables, no tokenizer, one
-# %.17g per key (~1 µs each in Redis's Lua). Only a key holding holes builds the codec
-# (codec(): the codec's functions, made on demand) and goes through parse/live/store.
-_CODEC_ON_DEMAND = "local function codec()\n" + _CODEC + "return parse, live, store\nend\n"
+# reserve runs on every request, so its common case (keys without holes, the clock not
+# stepped back) is the codec's steps written out on plain locals: no closures, no per-key
+# tables, no tokenizer, one %.17g per key (~1 µs each in Redis's Lua). Only a key holding
+# holes, or written before a step back of the clock, builds the codec (codec(): the
+# codec's functions, made on demand) and goes through parse/fresh/live/store.
+_CODEC_ON_DEMAND = "local function codec()\n" + _CODEC + "return parse, fresh, live, store\nend\n"
 _RESERVE = """
-local max_wait, horizon, n = tonumber(ARGV[1]), tonumber(ARGV[2]), #KEYS - 1
-local first = redis.call('GET', KEYS[1])
-if n == 1 and not (first and string.find(first, ' ', 1, true)) then
-  -- One key holding a tat and no holes, or nothing: the loop below for n = 1, with no
-  -- tables and the reply made in one concatenation (~1 µs less per acquire).
-  local tat = nil
-  if first then
-    tat = tonumber(first)
-    if tat ~= tat or (tat and tat - now > horizon) then tat = nil end
+local max_wait, n = tonumber(ARGV[1]), #KEYS - 1
+-- One value's tat (nil: none or not usable), its text and its holes (nil: none), read
+-- without the codec when it holds no holes and was written at or before now.
+local parse, fresh, live, store
+local function read(v)
+  local a = v and string.find(v, ' ', 1, true)
+  if not a then return nil end  -- nothing stored, or no stamp: not a value of ours
+  local b = string.find(v, ' ', a + 1, true)
+  local stamped = tonumber(string.sub(v, a + 1, b and b - 1 or -1))
+  if not stamped then return nil end
+  if b or stamped > now then
+    if not parse then parse, fresh, live, store = codec() end
+    local s = fresh(parse(v), now)
+    if s then return s.tat, s.text, s.holes end
+    return nil
   end
-  local interval = tonumber(ARGV[3])
-  local from = now
-  if tat then from = math.max(tat, now) end
-  local slot = math.max(now, from - tonumber(ARGV[4]))
-  local wait = slot - now
-  if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
-  local before, before_text = tat, first
-  if not tat then before, before_text = now, string.format('%.17g', now) end
-  local written = math.max(before, slot) + interval
-  local written_text = string.format('%.17g', written)
-  local ttl = math.ceil((written - now) * 1000) + 1
-  if ttl <= 1 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], written_text, 'PX', ttl) end
-  local head = '1 0 '
-  if wait ~= 0 then head = '1 ' .. tostring(wait) .. ' ' end
-  local learned = redis.call('GET', KEYS[2])
-  if learned then return head .. written_text .. ' ' .. before_text .. ' =' .. learned end
-  return head .. written_text .. ' ' .. before_text
+  local text = string.sub(v, 1, a - 1)
+  local tat = tonumber(text)
+  if tat ~= tat then return nil end
+  return tat, text, nil
 end
--- Per key: the value as stored, its tat (nil: none, or not fresh) and the tat's text.
-local values, tats, texts, slot = {}, {}, {}, now
+local function write(key, tat, holes)
+  if holes and #holes > 0 then return store(key, tat, live(holes, now), now) end
+  local text = string.format('%.17g', tat)
+  local ttl = math.ceil((tat - now) * 1000) + 1
+  if ttl <= 1 then redis.call('DEL', key) else redis.call('SET', key, text .. ' ' .. stamp, 'PX', ttl) end
+  return text
+end
+local tats, texts, holeses, slot = {}, {}, {}, now
 for i = 1, n do
-  local v = first
-  if i > 1 then v = redis.call('GET', KEYS[i]) end
-  local text, tat = v, nil
-  if v then
-    if string.find(v, ' ', 1, true) then text = string.match(v, '%S+') end
-    tat = tonumber(text)
-    -- fresh(): NaN, or a tat further ahead than the horizon, is no state.
-    if tat ~= tat or (tat and tat - now > horizon) then tat = nil end
-  end
-  values[i], tats[i], texts[i] = v, tat, text
+  local tat, text, holes = read(redis.call('GET', KEYS[i]))
+  tats[i], texts[i], holeses[i] = tat, text, holes
   local from = now
   if tat then from = math.max(tat, now) end
-  slot = math.max(slot, from - tonumber(ARGV[2 + 2 * i]))
+  slot = math.max(slot, from - tonumber(ARGV[1 + 2 * i]))
 end
 local wait = slot - now
 -- The wait is only compared, never matched: tostring's 14 digits are plenty, and the
@@ -162,20 +161,9 @@ if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
 local reply = '1 0'
 if wait ~= 0 then reply = '1 ' .. tostring(wait) end
 for i = 1, n do
-  local tat, before, before_text = tats[i], now, texts[i]
-  if tat then before = tat else before_text = string.format('%.17g', now) end
-  local written = math.max(before, slot) + tonumber(ARGV[1 + 2 * i])
-  local written_text
-  if tat and values[i] ~= before_text then
-    -- The stored value holds holes besides the tat: the full codec keeps the live ones.
-    local parse, live, store = codec()
-    written_text = store(KEYS[i], written, live(parse(values[i]).holes, now), now)
-  else
-    -- store() with no holes.
-    written_text = string.format('%.17g', written)
-    local ttl = math.ceil((written - now) * 1000) + 1
-    if ttl <= 1 then redis.call('DEL', KEYS[i]) else redis.call('SET', KEYS[i], written_text, 'PX', ttl) end
-  end
+  local before, before_text = tats[i], texts[i]
+  if not before then before, before_text = now, string.format('%.17g', now) end
+  local written_text = write(KEYS[i], math.max(before, slot) + tonumber(ARGV[2 * i]), holeses[i])
   reply = reply .. ' ' .. written_text .. ' ' .. before_text
 end
 -- The learned value (any text, spaces too) goes last, marked by '=': the client splits
@@ -221,13 +209,12 @@ end
 return 1
 """
 
-# ARGV: seconds, horizon, then interval and lead per key.
+# ARGV: seconds, then interval and lead per key.
 _PAUSE = """
 local till = now + tonumber(ARGV[1])
-local horizon = tonumber(ARGV[2])
 for i = 1, #KEYS do
-  local floor = till + tonumber(ARGV[2 + 2 * i])
-  local s = fresh(load(KEYS[i]), now, horizon)
+  local floor = till + tonumber(ARGV[1 + 2 * i])
+  local s = load(KEYS[i])
   if s == nil then store(KEYS[i], math.max(floor, now), {}, now)
   elseif s.tat >= floor then
     -- One ulp above the queue's tat (math.nextafter): no pending charge matches it, so
@@ -258,9 +245,9 @@ def _without_cluster_retries(options: dict[str, typing.Any], retry: typing.Any) 
 
 @functools.lru_cache(maxsize=256)
 def _bucket_args(buckets: tuple[Bucket, ...]) -> tuple[str, ...]:
-    """The horizon, then each bucket's interval and lead (cached: a transport reuses
-    the same few buckets). repr() is exact: the script computes with the model's doubles."""
-    return (repr(horizon_for(buckets)), *(repr(x) for b in buckets for x in (b.interval, b.lead)))
+    """Each bucket's interval and lead (cached: a transport reuses the same few buckets).
+    repr() is exact: the script computes with the model's doubles."""
+    return tuple(repr(x) for b in buckets for x in (b.interval, b.lead))
 
 
 @functools.lru_cache(maxsize=256)
@@ -377,7 +364,7 @@ class RedisBackend:
         self._url = url
         self._cluster = cluster
         self._options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, **client_options}
-        self._prefix = f"{{{namespace}}}:v1:"
+        self._prefix = f"{{{namespace}}}:v2:"
         self._learned_prefix = f"{{{namespace}}}:learned:v1:"
         self._packed: dict[tuple[object, ...], typing.Any] = {}
         self._noscript = redis.exceptions.NoScriptError

@@ -26,7 +26,7 @@ import anyio.to_thread
 
 from .. import _gcra
 from .._exceptions import BackendError, ConfigError
-from ._base import Reservation, horizon_for, spend
+from ._base import Reservation, spend
 from ._to_end import run_to_end
 
 if typing.TYPE_CHECKING:
@@ -36,22 +36,26 @@ __all__ = ["SQLiteBackend", "default_sqlite_path"]
 
 MAX_BUSY_TIMEOUT = 86_400.0  # a day: longer is no wait for a lock but a hang
 
+# v2: with the clock reading each row was written at (see _gcra), which v1 lacked; a v1
+# table left in the file is not read.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS ratelimit_v1 (
+CREATE TABLE IF NOT EXISTS ratelimit_v2 (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,
     tat REAL NOT NULL,
     holes TEXT NOT NULL DEFAULT '',
+    stamp REAL NOT NULL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID
 """
-_SELECT = "SELECT tat, holes FROM ratelimit_v1 WHERE namespace = ? AND key = ?"
+_SELECT = "SELECT tat, holes, stamp FROM ratelimit_v2 WHERE namespace = ? AND key = ?"
 _UPSERT = (
-    "INSERT INTO ratelimit_v1 (namespace, key, tat, holes) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET tat = excluded.tat, holes = excluded.holes"
+    "INSERT INTO ratelimit_v2 (namespace, key, tat, holes, stamp) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET tat = excluded.tat, holes = excluded.holes, stamp = excluded.stamp"
 )
-# A tat at or before now is a full bucket, the same as no row.
-_PRUNE = "DELETE FROM ratelimit_v1 WHERE namespace = ? AND tat < ?"
+# A tat at or before now is a full bucket, the same as no row (unless the clock stepped
+# back since: then the row is kept, to be moved back by the step when next read).
+_PRUNE = "DELETE FROM ratelimit_v2 WHERE namespace = ? AND tat < ? AND stamp <= ?"
 # What learn() stored, beside the buckets: opaque text until ``expires`` (the same clock).
 _LEARNED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratelimit_learned_v1 (
@@ -92,8 +96,8 @@ def default_sqlite_path() -> pathlib.Path:
 class SQLiteBackend:
     """Limiter state in a SQLite file, shared by every process that opens it.
 
-    Time is the host's wall clock (the one clock all processes share); a stored time more
-    than the horizon ahead (a clock stepped back) is forgotten rather than waited for.
+    Time is the host's wall clock (the one clock all processes share); when it steps back,
+    the stored times move back with it (see :mod:`.._gcra`), neither waited for nor forgotten.
     Rows whose time has passed are pruned every ``prune_every`` seconds. Async calls run
     on the event loop when the file is free (without yielding), and wait for a busy file
     in a worker thread, up to ``busy_timeout``::
@@ -150,15 +154,13 @@ class SQLiteBackend:
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], max_wait: float | None, *, wait: bool
     ) -> Reservation:
         with self._transaction(wait=wait) as (conn, now):
-            decision = _gcra.reserve(
-                [self._read(conn, k) for k in keys], buckets, now, max_wait=max_wait, horizon=horizon_for(buckets)
-            )
+            decision = _gcra.reserve([self._read(conn, k) for k in keys], buckets, now, max_wait=max_wait)
             if decision.states is None:
                 return Reservation(decision.wait, granted=False)
             self._write(conn, zip(keys, decision.states, strict=True))
             if now - self._last_prune >= self.prune_every:
                 self._last_prune = now
-                conn.execute(_PRUNE, (self.namespace, now))
+                conn.execute(_PRUNE, (self.namespace, now, now))
                 conn.execute(_PRUNE_LEARNED, (self.namespace, now))
             # Read in the same transaction: the learned rate costs no extra round trip.
             row = conn.execute(_SELECT_LEARNED, (self.namespace, keys[0], now)).fetchone()
@@ -185,11 +187,10 @@ class SQLiteBackend:
         self, keys: typing.Sequence[str], buckets: typing.Sequence[Bucket], seconds: float, *, wait: bool
     ) -> None:
         with self._transaction(wait=wait) as (conn, now):
-            horizon = horizon_for(buckets)
             self._write(
                 conn,
                 [
-                    (key, _gcra.pause(_gcra._fresh(self._read(conn, key), now, horizon), bucket, now + seconds, now))
+                    (key, _gcra.pause(self._read(conn, key), bucket, now + seconds, now))
                     for key, bucket in zip(keys, buckets, strict=True)
                 ],
             )
@@ -337,24 +338,23 @@ class SQLiteBackend:
         row = conn.execute(_SELECT, (self.namespace, key)).fetchone()
         if row is None:
             return None
-        tat, holes = row
+        tat, holes, stamp = row
         # A row written by something else (the columns take any text) is read as well as it
         # can be, and overwritten by this transaction, rather than failing every request
         # of the key: a tat that is no number is no state; holes that make no sense are
         # dropped (they only ever give capacity back).
         try:
-            at = float(tat)
+            at, written = float(tat), float(stamp)
         except (ValueError, TypeError):
             return None
         try:
-            return _gcra.KeyState(at, _decode_holes(holes))
+            return _gcra.KeyState(at, _decode_holes(holes), written)
         except (ValueError, TypeError, AttributeError):
-            return _gcra.KeyState(at)
+            return _gcra.KeyState(at, (), written)
 
     def _write(self, conn: sqlite3.Connection, states: typing.Iterable[tuple[str, _gcra.KeyState]]) -> None:
-        conn.executemany(
-            _UPSERT, [(self.namespace, key, state.tat, _encode_holes(state.holes)) for key, state in states]
-        )
+        rows = [(self.namespace, key, state.tat, _encode_holes(state.holes), state.stamp) for key, state in states]
+        conn.executemany(_UPSERT, rows)
 
     def _error(self, exc: BaseException, *, wait: bool = True) -> BackendError | _Busy:
         if not wait and _is_busy(exc):

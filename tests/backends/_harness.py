@@ -94,7 +94,7 @@ class SQLiteHarness(Harness):
         try:
             conn = opened._connection()
             return int(
-                conn.execute("SELECT count(*) FROM ratelimit_v1 WHERE namespace = ?", (namespace,)).fetchone()[0]
+                conn.execute("SELECT count(*) FROM ratelimit_v2 WHERE namespace = ?", (namespace,)).fetchone()[0]
             )
         finally:
             opened.close()

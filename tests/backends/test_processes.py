@@ -163,7 +163,7 @@ def assert_exactly_the_burst(target: typing.Callable[..., None], path: pathlib.P
         with workers(target, (str(path),), 4) as fleet:
             assert sum(fleet.release()) == _procs.BURST
         with sqlite3.connect(path) as conn:
-            conn.execute("DELETE FROM ratelimit_v1")
+            conn.execute("DELETE FROM ratelimit_v2")
         conn.close()
 
 

@@ -212,7 +212,7 @@ def test_keys_share_one_hash_tag_and_all_expire(private_redis: PrivateRedis) -> 
     backend.reserve(["a", "b"], [BUCKET, Bucket(60.0, 2)], max_wait=None)
     backend.pause(["c"], [BUCKET], 30.0)
     keys = sorted(backend.client.keys("*"))
-    assert keys == [b"{layout}:v1:a", b"{layout}:v1:b", b"{layout}:v1:c"]
+    assert keys == [b"{layout}:v2:a", b"{layout}:v2:b", b"{layout}:v2:c"]
     ttls = [backend.client.pttl(k) for k in keys]
     # Each lives exactly as long as its state matters: a's tat is 10 s ahead, b's 60 s, c's 30 s.
     assert ttls == [pytest.approx(10_000, abs=200), pytest.approx(60_000, abs=200), pytest.approx(30_000, abs=200)]
@@ -292,14 +292,28 @@ def test_a_kernel_timeout_on_send_is_a_timeout_error() -> None:
             sock.close()
 
 
-def test_a_time_far_ahead_is_forgotten(private_redis: PrivateRedis) -> None:
+def test_a_value_stamped_after_now_is_moved_back_by_the_step(private_redis: PrivateRedis) -> None:
     backend = RedisBackend(private_redis.url, namespace="skew")
-    seconds, micros = backend.client.time()
-    # A key written by a process whose notion of time was a day ahead, or a corrupt value.
-    backend.client.set(backend.key("k"), repr(seconds + micros / 1e6 + 86_400), px=10_000)
-    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == 0.0
-    backend.client.set(backend.key("bad"), "garbage", px=10_000)
-    assert backend.reserve(["bad"], [BUCKET], max_wait=None).wait == 0.0
+    seconds, _ = backend.client.time()
+    # Written a day "later" than now: Redis's clock stepped back a day since. The queue
+    # keeps its distance from the clock (20 s) instead of being waited out for a day.
+    backend.client.set(backend.key("k"), f"{seconds + 86_400 + 20!r} {seconds + 86_400}", px=10_000)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(20.0, abs=1.0)
+    # Values that are not ours (no stamp, no number): no state.
+    for text in ("garbage", repr(seconds + 86_400.0), f"{seconds} soon"):
+        backend.client.set(backend.key("bad"), text, px=10_000)
+        assert backend.reserve(["bad"], [BUCKET], max_wait=None).wait == 0.0
+    backend.close()
+
+
+def test_a_queue_deeper_than_any_horizon_is_kept(private_redis: PrivateRedis) -> None:
+    """A queue (or a pause) far ahead of the clock was once taken for a clock step and
+    forgotten, so the next caller went at once: twice the rate."""
+    backend = RedisBackend(private_redis.url, namespace="deep")
+    waits = [backend.reserve(["k"], [BUCKET], max_wait=None).wait for _ in range(200)]
+    assert waits[-1] == pytest.approx(199 * BUCKET.interval, abs=1.0)
+    backend.pause(["k"], [BUCKET], 5000.0)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait >= 5000.0 - 1.0
     backend.close()
 
 

@@ -77,18 +77,31 @@ def test_the_connection_uses_wal_and_autocommit(tmp_path: pathlib.Path) -> None:
     backend.close()
 
 
-def test_a_time_far_ahead_is_a_clock_step_and_is_forgotten(tmp_path: pathlib.Path) -> None:
+def test_a_clock_step_back_moves_the_queue_back_with_it(tmp_path: pathlib.Path) -> None:
     clock = FakeClock()
     backend = SQLiteBackend(tmp_path / "x.db", clock=clock)
     for _ in range(3):
         backend.reserve(["k"], [BUCKET], max_wait=None)
-    # The wall clock steps back an hour (say, a reboot): the stored queue is now an hour
-    # and some ahead. Waiting for it would stall every process; it is reset instead.
+    # The wall clock steps back an hour (say, a reboot): the rows were written "later"
+    # than now. The queue keeps its distance from the clock: the next slot is 3 s away,
+    # not an hour and 3 s (a stall), nor now (a burst).
     clock.now -= 3600
-    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == 0.0
-    # A small step back (inside the horizon) is simply waited out.
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(3.0)
     clock.now -= 5
-    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(6.0)
+    assert backend.reserve(["k"], [BUCKET], max_wait=None).wait == pytest.approx(4.0)
+    backend.close()
+
+
+def test_a_queue_deeper_than_any_horizon_is_kept(tmp_path: pathlib.Path) -> None:
+    """A queue (or a pause) far ahead of the clock was once taken for a clock step and
+    forgotten, so the next caller went at once: twice the rate."""
+    clock = FakeClock()
+    backend = SQLiteBackend(tmp_path / "x.db", clock=clock)
+    bucket = Bucket(10.0, 1)
+    waits = [backend.reserve(["k"], [bucket], max_wait=None).wait for _ in range(200)]
+    assert waits == pytest.approx([10.0 * i for i in range(200)])
+    backend.pause(["k"], [bucket], 5000.0)
+    assert backend.reserve(["k"], [bucket], max_wait=None).wait == pytest.approx(5000.0)
     backend.close()
 
 
@@ -97,7 +110,7 @@ def test_idle_rows_are_pruned(tmp_path: pathlib.Path) -> None:
     backend = SQLiteBackend(tmp_path / "x.db", clock=clock, prune_every=60.0)
     for i in range(50):
         backend.reserve([f"k{i}"], [BUCKET], max_wait=None)
-    count = "SELECT count(*) FROM ratelimit_v1"
+    count = "SELECT count(*) FROM ratelimit_v2"
     assert backend._connection().execute(count).fetchone()[0] == 50
     clock.now += 61
     backend.reserve(["fresh"], [BUCKET], max_wait=None)
@@ -122,7 +135,7 @@ def test_a_corrupt_row_is_reset_not_raised_on_every_request(
     clock.now = 1_000_000.0
     backend = SQLiteBackend(tmp_path / "rows.db", namespace="n", clock=clock)
     backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None)  # the row exists
-    backend._connection().execute("UPDATE ratelimit_v1 SET tat = ?, holes = ?", (tat, holes))
+    backend._connection().execute("UPDATE ratelimit_v2 SET tat = ?, holes = ?", (tat, holes))
     first = backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None)
     assert first.wait == expected
     assert backend.reserve(["k"], [Bucket(10.0, 1)], max_wait=None).wait == expected + 10.0  # written afresh
