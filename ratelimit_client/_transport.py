@@ -139,7 +139,9 @@ def _is_ip(value: object) -> bool:
 
 
 class Options(typing.TypedDict, total=False):
-    """Keyword options of both transports; each also reads from the environment and a file."""
+    """Keyword options of both transports; the settings among them (all but ``limits``,
+    ``api_key``, ``ip``, ``on_event`` and ``spool_threshold``) also come from the
+    environment and a file."""
 
     tier: str | None  # "free" (50/minute, default) or "paid" (200/minute), or one of `tiers`
     tiers: typing.Mapping[str, str | Rate] | None  # the tier table: names to rates, added to free and paid
