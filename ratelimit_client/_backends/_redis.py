@@ -118,6 +118,41 @@ _PRELUDE = _NOW + _CODEC + "local function load(key) return fresh(parse(redis.ca
 _CODEC_ON_DEMAND = "local function codec()\n" + _CODEC + "return parse, fresh, live, store\nend\n"
 _RESERVE = """
 local max_wait, n = tonumber(ARGV[1]), #KEYS - 1
+local first = redis.call('GET', KEYS[1])
+local a = first and string.find(first, ' ', 1, true)
+-- tonumber() of what follows the tat is nil when holes follow it too.
+local stamped = a and tonumber(string.sub(first, a + 1))
+if n == 1 and not (a and not (stamped and stamped <= now)) then
+  -- One key holding a tat and its stamp, stamped at or before now, and no holes; or
+  -- nothing of ours: the loop below for n = 1, with no closures or tables and the reply
+  -- made in one concatenation (~2 µs less per acquire in Redis's Lua).
+  local tat, before_text = nil, nil
+  if a then
+    before_text = string.sub(first, 1, a - 1)
+    tat = tonumber(before_text)
+    if tat ~= tat then tat = nil end
+  end
+  local from = now
+  if tat then from = math.max(tat, now) end
+  local slot = math.max(now, from - tonumber(ARGV[3]))
+  local wait = slot - now
+  if max_wait and wait > max_wait then return '0 ' .. tostring(wait) end
+  local before = tat
+  if not tat then before, before_text = now, string.format('%.17g', now) end
+  local written = math.max(before, slot) + tonumber(ARGV[2])
+  local written_text = string.format('%.17g', written)
+  local ttl = math.ceil((written - now) * 1000) + 1
+  if ttl <= 1 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], written_text .. ' ' .. stamp, 'PX', ttl)
+  end
+  local head = '1 0 '
+  if wait ~= 0 then head = '1 ' .. tostring(wait) .. ' ' end
+  local learned = redis.call('GET', KEYS[2])
+  if learned then return head .. written_text .. ' ' .. before_text .. ' =' .. learned end
+  return head .. written_text .. ' ' .. before_text
+end
 -- One value's tat (nil: none or not usable), its text and its holes (nil: none), read
 -- without the codec when it holds no holes and was written at or before now.
 local parse, fresh, live, store
@@ -147,7 +182,9 @@ local function write(key, tat, holes)
 end
 local tats, texts, holeses, slot = {}, {}, {}, now
 for i = 1, n do
-  local tat, text, holes = read(redis.call('GET', KEYS[i]))
+  local v = first
+  if i > 1 then v = redis.call('GET', KEYS[i]) end
+  local tat, text, holes = read(v)
   tats[i], texts[i], holeses[i] = tat, text, holes
   local from = now
   if tat then from = math.max(tat, now) end
