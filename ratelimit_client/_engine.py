@@ -263,6 +263,10 @@ class Engine:
             self.monitor.count("waiting")
             try:
                 yield fx.Sleep(reservation.wait)
+            except GeneratorExit:
+                # Closed, not cancelled (a request coroutine destroyed while it waited):
+                # nothing more may be yielded, so the slot stays taken.
+                raise
             except BaseException:
                 # Cancelled (or interrupted) before the slot came: give it back, unburnt.
                 yield fx.Cancel(reservation)

@@ -14,7 +14,7 @@ import pytest
 from _support import URL
 from trio.testing import MockClock
 
-from ratelimit_client import AsyncRateLimitTransport, MemoryBackend, RetryPolicy
+from ratelimit_client import AsyncRateLimitTransport, MemoryBackend, RateLimitTransport, RetryPolicy, _effects
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +144,25 @@ async def test_cancelled_while_backing_off_leaks_nothing() -> None:
     assert throttled.is_set()
     statistics = setup.transport.statistics()
     assert (statistics.waiting, statistics.throttled, statistics.gave_up) == (0, 1, 0)
+
+
+def test_a_request_closed_while_it_waits_for_a_slot_closes_cleanly() -> None:
+    """A request coroutine destroyed while it waits (closed, not cancelled) once answered
+    the close with one more step, which Python refuses: "generator ignored GeneratorExit"."""
+    transport = RateLimitTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        rate="1/10s",
+        burst=1,
+        server_counting="token_bucket",
+        backend="memory://",
+        ip="192.0.2.30",
+    )
+    io = transport._io
+    transport.handle_request(httpx.Request("GET", "https://api.test/"))  # the free slot
+    steps = transport._shared.engine.send(httpx.Request("GET", "https://api.test/"))
+    effect = next(steps)
+    while not isinstance(effect, _effects.Sleep):
+        effect = steps.send(effect.run(io))
+    assert effect.seconds > 0  # waiting for the next slot
+    steps.close()  # no RuntimeError
+    assert transport.statistics().waiting == 0
