@@ -119,7 +119,7 @@ class _Bytes(httpx.ByteStream):
 class Replay:
     """Hands out a request for each attempt whose body is the same bytes as the first."""
 
-    __slots__ = ("_file", "_headers", "_position", "_request", "_spool")
+    __slots__ = ("_file", "_position", "_request", "_spool")
 
     def __init__(
         self,
@@ -132,13 +132,14 @@ class Replay:
         self._file = file
         self._position = file.tell() if file is not None else 0
         self._spool = spool
-        if file is not None and "content-length" in request.headers:
+        if file is not None:
             # httpx declares the whole file's size however far in it was handed over (so
             # plain httpx fails mid-send too): the body is what is left from there.
             end = file.seek(0, os.SEEK_END)
             file.seek(self._position)
-            request.headers["Content-Length"] = str(end - self._position)
-        self._headers = request.headers if spool is None else _with_length(request.headers, spool.size)
+            _declare_length(request.headers, end - self._position)
+        elif spool is not None:
+            _declare_length(request.headers, spool.size)
 
     def request(self) -> httpx.Request:
         if self._file is not None:
@@ -149,7 +150,7 @@ class Replay:
         return httpx.Request(
             original.method,
             original.url,
-            headers=self._headers,
+            headers=original.headers,
             stream=_SpoolStream(self._spool),
             extensions=original.extensions,
         )
@@ -188,16 +189,14 @@ def for_async_send(request: httpx.Request) -> httpx.Request:
     return request
 
 
-def _with_length(headers: httpx.Headers, size: int) -> httpx.Headers:
-    """``headers``, with the Content-Length they declare (if any) set to ``size``."""
-    if "content-length" not in headers:
-        return headers  # chunked: stays so
-    # httpx declares 0 for a pipe (fstat's size), and a caller's value may be wrong too.
-    # The spool knows the truth; any other value is refused by h11 mid-send, or, through
-    # an inner transport that trusts it, makes the server read a cut or overrun body.
-    headers = headers.copy()
-    headers["Content-Length"] = str(size)
-    return headers
+def _declare_length(headers: httpx.Headers, size: int) -> None:
+    """Set the Content-Length ``headers`` declare, if any, to the body's true ``size``."""
+    # httpx declares 0 for a pipe (fstat's size) and a whole file for one handed over
+    # partway, and a caller's value may be wrong too. Any other value than the truth is
+    # refused by h11 mid-send, or, through an inner transport that trusts it, makes the
+    # server read a cut or overrun body. A chunked request stays chunked.
+    if "content-length" in headers:
+        headers["Content-Length"] = str(size)
 
 
 def _rewindable(obj: object) -> bool:
